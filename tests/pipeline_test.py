@@ -1,0 +1,207 @@
+"""Pipeline ops, augmentation and create_split, eagerly and inside tf.data."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import pipeline
+from pipeline import augment, ops
+from tests.conftest import encode
+
+GEOMETRY_OFF = dict(rotation=0.0, zoom=0.0, translate_height=0.0, translate_width=0.0,
+                    contrast=0.0, flip_horizontal=False, flip_vertical=False)
+
+
+def odd_image(seed=0, shape=(37, 53, 3)) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+def test_preprocess_encoded_shape_dtype_range():
+    out = ops.preprocess_encoded(tf.constant(encode(odd_image())), 24)
+    assert out.shape == (24, 24, 3) and out.dtype == tf.float32
+    assert 0.0 <= float(tf.reduce_min(out)) and float(tf.reduce_max(out)) <= 1.0
+    assert float(tf.math.reduce_std(out)) > 0.05  # Not a blank image.
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_preprocess_eager_and_in_dataset_map_agree(fmt):
+    blob = encode(odd_image(), fmt)
+    eager = ops.preprocess_encoded(tf.constant(blob), 20, mode="crop")
+    mapped = next(iter(tf.data.Dataset.from_tensors(blob).map(
+        lambda b: ops.preprocess_encoded(b, 20, mode="crop"))))
+    np.testing.assert_array_equal(eager.numpy(), mapped.numpy())
+
+
+def test_png_decodes_to_exact_pixels():
+    image = odd_image()
+    np.testing.assert_array_equal(ops.decode_image(tf.constant(encode(image, "PNG"))), image)
+
+
+def test_resize_crop_keeps_centre_and_stretch_keeps_all():
+    image = np.zeros((30, 90, 3), np.uint8)
+    image[:, :30] = (255, 0, 0)
+    image[:, 30:60] = (0, 255, 0)
+    image[:, 60:] = (0, 0, 255)
+    crop = ops.resize(tf.constant(image), 10, mode="crop").numpy()
+    stretch = ops.resize(tf.constant(image), 9, mode="stretch").numpy()
+    assert (crop[..., 1] == 255).all() and (crop[..., [0, 2]] == 0).all()
+    np.testing.assert_array_equal(stretch[5, [0, 4, 8]], [(255, 0, 0), (0, 255, 0), (0, 0, 255)])
+
+
+def test_resize_rejects_unknown_mode():
+    with pytest.raises(ValueError, match="resize mode"):
+        ops.resize(tf.zeros([4, 4, 3], tf.uint8), 2, mode="squash")
+
+
+def marked_batch(batch=16, height=9, width=11, y=2, x=3) -> np.ndarray:
+    images = np.zeros((batch, height, width, 3), np.float32)
+    images[:, y, x] = 1.0
+    return images
+
+
+def marks(images: np.ndarray) -> list[tuple[int, int]]:
+    return [tuple(np.argwhere(image[..., 0] > 0.5)[0]) for image in images]
+
+
+def test_horizontal_flip_moves_marked_pixel_or_leaves_it():
+    config = augment.AugmentConfig(**{**GEOMETRY_OFF, "flip_horizontal": True})
+    out = augment.random_augment(marked_batch(), tf.constant([1, 2]), config).numpy()
+    found = set(marks(out))
+    assert found == {(2, 3), (2, 11 - 1 - 3)}  # Both outcomes occur in 16 draws.
+
+
+def test_vertical_flip_moves_marked_pixel_or_leaves_it():
+    config = augment.AugmentConfig(**{**GEOMETRY_OFF, "flip_vertical": True})
+    out = augment.random_augment(marked_batch(), tf.constant([5, 6]), config).numpy()
+    assert set(marks(out)) == {(2, 3), (9 - 1 - 2, 3)}
+
+
+def test_no_geometry_returns_image_unchanged():
+    images = odd_image(shape=(4, 13, 13, 3)).astype(np.float32) / 255
+    out = augment.random_augment(images, tf.constant([0, 0]), augment.AugmentConfig(**GEOMETRY_OFF))
+    np.testing.assert_allclose(out, images, atol=1e-6)
+
+
+def linear_parts(config, batch=64, size=11):
+    transforms = augment.random_transforms(tf.constant([7, 8]), batch, size, size, config).numpy()
+    return transforms[:, [0, 1, 3, 4]].reshape(-1, 2, 2), transforms
+
+
+def test_rotation_is_a_rotation_about_the_centre_within_range():
+    config = augment.AugmentConfig(**{**GEOMETRY_OFF, "rotation": 0.25})
+    linear, transforms = linear_parts(config)
+    np.testing.assert_allclose(np.linalg.det(linear), 1.0, atol=1e-5)
+    angles = np.arctan2(linear[:, 1, 0], linear[:, 0, 0])
+    assert np.abs(angles).max() <= 0.25 * 2 * np.pi + 1e-6
+    assert angles.min() < -1.0 and angles.max() > 1.0  # Spread over +-90 degrees.
+    centre = np.array([5.0, 5.0])
+    np.testing.assert_allclose(linear @ centre + transforms[:, [2, 5]], np.tile(centre, (64, 1)),
+                               atol=1e-4)
+
+
+def test_quarter_turn_moves_marked_pixel():
+    # A hand-made 90 degree transform: output (x, y) samples input (y, 10 - x).
+    transform = tf.constant([[0.0, 1.0, 0.0, -1.0, 0.0, 10.0, 0.0, 0.0]])
+    out = augment.warp(tf.constant(marked_batch(batch=1, height=11, width=11, y=2, x=5)), transform)
+    assert marks(out.numpy()) == [(5, 8)]
+
+
+def test_zoom_scales_within_range():
+    config = augment.AugmentConfig(**{**GEOMETRY_OFF, "zoom": 0.2})
+    linear, _ = linear_parts(config)
+    scales = linear[:, 0, 0]
+    np.testing.assert_allclose(linear[:, 1, 1], scales)
+    np.testing.assert_allclose(linear[:, [0, 1], [1, 0]], 0.0, atol=1e-7)
+    assert 0.8 <= scales.min() < 0.9 and 1.1 < scales.max() <= 1.2
+
+
+def test_translation_shifts_within_range():
+    config = augment.AugmentConfig(**{**GEOMETRY_OFF, "translate_width": 0.2})
+    images = marked_batch(batch=32, height=9, width=41, y=4, x=20)
+    out = augment.random_augment(images, tf.constant([3, 1]), config).numpy()
+    shifts = [x - 20 for y, x in marks(out)]
+    assert all(y == 4 for y, _ in marks(out))
+    assert max(abs(s) for s in shifts) <= 0.2 * 41 + 1 and len(set(shifts)) > 3
+
+
+def test_contrast_keeps_per_image_mean():
+    config = augment.AugmentConfig(**{**GEOMETRY_OFF, "contrast": 0.2})
+    # Mid-range values: no clipping, so the mean is exactly preserved.
+    images = 0.4 + 0.2 * np.random.default_rng(0).random((8, 12, 12, 3), dtype=np.float32)
+    out = augment.random_augment(images, tf.constant([1, 1]), config).numpy()
+    np.testing.assert_allclose(out.mean(axis=(1, 2)), images.mean(axis=(1, 2)), atol=1e-5)
+    assert not np.allclose(out, images)
+
+
+def test_full_augmentation_range_seed_and_dataset_map():
+    images = odd_image(shape=(4, 24, 24, 3)).astype(np.float32) / 255
+    seed = tf.constant([11, 12], tf.int64)
+    eager = augment.random_augment(images, seed).numpy()
+    again = augment.random_augment(images, seed).numpy()
+    other = augment.random_augment(images, tf.constant([11, 13], tf.int64)).numpy()
+    mapped = next(iter(tf.data.Dataset.from_tensors((images, seed)).map(augment.random_augment)))
+    assert eager.min() >= 0.0 and eager.max() <= 1.0
+    np.testing.assert_array_equal(eager, again)
+    np.testing.assert_allclose(eager, mapped.numpy(), atol=1e-6)
+    assert not np.allclose(eager, other)
+
+
+def test_config_rejects_out_of_range():
+    with pytest.raises(ValueError, match="zoom"):
+        augment.AugmentConfig(zoom=1.5)
+
+
+def test_create_split_training_batches(tiny_builder):
+    ds = pipeline.create_split(tiny_builder, "train", batch_size=8, image_size=32,
+                               training=True, seed=3)
+    images, labels = next(iter(ds))
+    assert images.shape == (8, 32, 32, 3) and images.dtype == tf.float32
+    assert labels.shape == (8,) and labels.dtype == tf.int64
+    assert 0.0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 1.0
+    # 36 training images, drop_remainder: 4 full batches of 8.
+    assert sum(1 for _ in ds) == 4
+
+
+def test_create_split_same_seed_same_batches(tiny_builder):
+    def first(seed):
+        ds = pipeline.create_split(tiny_builder, "train", batch_size=8, image_size=24,
+                                   training=True, seed=seed)
+        return next(iter(ds))
+    (a, la), (b, lb), (c, _) = first(5), first(5), first(6)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(la, lb)
+    assert not np.array_equal(a, c)
+
+
+def test_create_split_evaluation_is_repeatable_and_complete(tiny_builder):
+    ds = pipeline.create_split(tiny_builder, "test", batch_size=5, image_size=24, training=False)
+    first = [(x.numpy(), y.numpy()) for x, y in ds]
+    second = [(x.numpy(), y.numpy()) for x, y in ds]
+    assert [len(y) for _, y in first] == [5, 5, 2]  # Nothing dropped: 12 test images.
+    for (x1, y1), (x2, y2) in zip(first, second):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+    assert sorted(np.concatenate([y for _, y in first]).tolist()) == sorted(list(range(6)) * 2)
+
+
+def test_create_split_one_hot(tiny_builder):
+    ds = pipeline.create_split(tiny_builder, "validation", batch_size=12, image_size=16,
+                               training=False, one_hot=True)
+    _, labels = next(iter(ds))
+    assert labels.shape == (12, 6)
+    np.testing.assert_array_equal(labels.numpy().sum(axis=1), np.ones(12))
+
+
+def test_create_split_cache_gives_same_eval_pixels(tiny_builder):
+    kwargs = dict(batch_size=12, image_size=16, training=False)
+    plain = next(iter(pipeline.create_split(tiny_builder, "test", **kwargs)))[0]
+    cached = next(iter(pipeline.create_split(tiny_builder, "test", cache=True, **kwargs)))[0]
+    np.testing.assert_array_equal(plain, cached)
+
+
+def test_load_builder_errors(tmp_path, tiny_data_dir):
+    with pytest.raises(pipeline.DatasetError, match="unknown dataset 'no_such_paintings'"):
+        pipeline.load_builder("no_such_paintings", data_dir=str(tmp_path))
+    with pytest.raises(pipeline.DatasetError, match="tfds build"):
+        pipeline.load_builder("sample_paintings/tiny", data_dir=str(tmp_path))
+    assert pipeline.load_builder("sample_paintings/tiny", data_dir=tiny_data_dir).is_prepared()

@@ -1,0 +1,118 @@
+"""End to end: train a tiny run, export, and serve it from a process that knows nothing of us."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from tests.conftest import TINY, encode
+from trainer import train_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=ENV, capture_output=True,
+                          text=True, timeout=300, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_data_dir, tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("run"))
+    config = train_lib.TrainConfig(dataset=TINY, data_dir=tiny_data_dir, image_size=32,
+                                   batch_size=8, epochs=2)
+    metrics = train_lib.train_and_evaluate(config, workdir)
+    return config, workdir, metrics
+
+
+def test_workdir_holds_everything(trained):
+    config, workdir, metrics = trained
+    for name in ("config.json", "metrics.csv", "checkpoints/best.keras", "test_metrics.json",
+                 "saved_model/saved_model.pb", "saved_model/assets.extra/artists.txt"):
+        assert os.path.exists(os.path.join(workdir, name)), name
+    assert os.listdir(os.path.join(workdir, "tensorboard"))
+    assert not os.path.exists(os.path.join(workdir, "backup"))  # Removed once finished.
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert json.load(f)["image_size"] == 32
+    with open(os.path.join(workdir, "metrics.csv")) as f:
+        lines = f.read().splitlines()
+    assert lines[0].split(",")[0] == "epoch" and len(lines) == 1 + config.epochs
+    assert metrics["test_examples"] == 12 and 0.0 <= metrics["test_accuracy"] <= 1.0
+
+
+def test_rerun_reuses_finished_run_and_refuses_other_config(trained):
+    config, workdir, metrics = trained
+    assert train_lib.train_and_evaluate(config, workdir) == metrics
+    other = train_lib.TrainConfig(**{**config.__dict__, "learning_rate": 0.5})
+    with pytest.raises(train_lib.WorkdirError, match="learning_rate.*--overwrite"):
+        train_lib.train_and_evaluate(other, workdir)
+
+
+def test_saved_model_serves_jpeg_bytes_in_a_fresh_process(trained, tiny_builder, tmp_path):
+    _, workdir, _ = trained
+    names = list(tiny_builder.info.features["label"].names)
+    stored = next(iter(tiny_builder.as_dataset(split="test", decoders={
+        "image": __import__("tensorflow_datasets").decode.SkipDecoding()})))["image"].numpy()
+    (tmp_path / "a.jpg").write_bytes(stored)
+    (tmp_path / "b.jpg").write_bytes(encode(np.full((40, 70, 3), 200, np.uint8)))
+    script = textwrap.dedent(f"""
+        import json, sys
+        import tensorflow as tf
+        assert not any(m.split('.')[0] in ('pipeline', 'trainer', 'artist_tfds')
+                       for m in sys.modules)
+        serve = tf.saved_model.load({os.path.join(workdir, 'saved_model')!r}).signatures['serving_default']
+        blobs = [open(p, 'rb').read() for p in sys.argv[1:]]
+        out = serve(images=tf.constant(blobs))
+        print(json.dumps({{k: v.numpy().tolist() if v.dtype != tf.string else
+                         [[s.decode() for s in row] for row in v.numpy()] for k, v in out.items()}}))
+    """)
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "a.jpg"),
+                             str(tmp_path / "b.jpg")], cwd=str(tmp_path), env=ENV,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    probabilities = np.array(out["probabilities"])
+    assert probabilities.shape == (2, 6)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert all(artist in names for row in out["top_k_artists"] for artist in row)
+    assert np.array(out["top_k_ids"]).shape == (2, 5)
+    for row_ids, row_names in zip(out["top_k_ids"], out["top_k_artists"]):
+        assert [names[i] for i in row_ids] == row_names
+    np.testing.assert_allclose(np.array(out["top_k_probabilities"])[:, 0], probabilities.max(1),
+                               rtol=1e-6)
+
+
+def test_predict_cli_reports_bad_file_and_carries_on(trained, tiny_builder, tmp_path):
+    _, workdir, _ = trained
+    folder = tmp_path / "paintings" / "nested"
+    folder.mkdir(parents=True)
+    (folder / "good.png").write_bytes(encode(np.full((30, 50, 3), 90, np.uint8), "PNG"))
+    (folder / "broken.jpg").write_bytes(b"not an image at all")
+    result = run(["predict.py", f"--model_dir={workdir}/saved_model", "--top_k=2",
+                  str(tmp_path / "paintings"), str(tmp_path / "missing.jpg")])
+    assert result.returncode == 1
+    assert "good.png" in result.stdout and "2. " in result.stdout and "3. " not in result.stdout
+    names = tiny_builder.info.features["label"].names
+    assert any(name in result.stdout for name in names)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("predict.py: error")]
+    assert len(errors) == 2
+    assert any("broken.jpg: not a readable image" in line for line in errors)
+    assert any("missing.jpg: no such file" in line for line in errors)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--dataset=no_such_paintings"], "unknown dataset 'no_such_paintings'"),
+    (["--dataset=sample_paintings/tiny", "--data_dir=/nonexistent/dir"], "is not built in"),
+    (["--epochs=0"], "--epochs=0"),
+    (["--optimizer=adagrad"], "--optimizer"),
+])
+def test_train_cli_bad_input_is_one_line_error(flags, message, tmp_path):
+    result = run(["train.py", f"--workdir={tmp_path}/w", *flags])
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr

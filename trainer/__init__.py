@@ -1,0 +1,1 @@
+"""Training library: models, the train-and-evaluate loop, and SavedModel export."""

@@ -1,0 +1,1 @@
+"""Procedurally generated paintings in six distinct styles, built without any download."""

@@ -32,8 +32,9 @@ def trained(tiny_data_dir, tmp_path_factory):
 
 def test_workdir_holds_everything(trained):
     config, workdir, metrics = trained
-    for name in ("config.json", "metrics.csv", "checkpoints/best.keras", "test_metrics.json",
-                 "saved_model/saved_model.pb", "saved_model/assets.extra/artists.txt"):
+    for name in ("config.json", "metrics.csv", "checkpoints/best.weights.h5", "test_metrics.json",
+                 "report.json", "report.md", "confusion.png", "mistakes.png", "curves.png",
+                 "saved_model/saved_model.pb"):
         assert os.path.exists(os.path.join(workdir, name)), name
     assert os.listdir(os.path.join(workdir, "tensorboard"))
     assert not os.path.exists(os.path.join(workdir, "backup"))  # Removed once finished.

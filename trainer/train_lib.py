@@ -1,10 +1,11 @@
-"""`train_and_evaluate`: fit, evaluate on the test split, export; all under one workdir."""
+"""`train_and_evaluate`: fit, export, evaluate on the test split; all under one workdir."""
 
+import contextlib
 import csv
-import dataclasses
 import json
 import os
 import shutil
+import time
 
 import keras
 import tensorflow as tf
@@ -12,49 +13,23 @@ from absl import logging
 
 import pipeline
 from pipeline import augment as augment_lib
+from trainer import config as config_lib
+from trainer import evaluation
 from trainer import export as export_lib
 from trainer import models
+from trainer import report
 
-OPTIMIZERS = ("rmsprop", "adam", "sgd")
-# Files that exist only once a run has finished: a rerun reuses them.
+TrainConfig = config_lib.TrainConfig
+# Written last: their presence marks a run as finished.
 TEST_METRICS = "test_metrics.json"
 SAVED_MODEL = "saved_model"
 BACKUP = "backup"
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Everything that decides what a run computes (not where it writes)."""
-
-    dataset: str = "sample_paintings"
-    data_dir: str | None = None
-    model: str = "seed_cnn"
-    image_size: int = 300
-    batch_size: int = 32
-    epochs: int = 20
-    optimizer: str = "rmsprop"
-    learning_rate: float = 1e-3
-    momentum: float = 0.1
-    seed: int = 0
-    augment: bool = True
-    resize_mode: str = "stretch"
-    cache: bool = False
-    deterministic: bool = False
-    top_k: int = 5
+BEST_WEIGHTS = os.path.join("checkpoints", "best.weights.h5")
+METRICS_CSV = "metrics.csv"
 
 
 class WorkdirError(RuntimeError):
     """The work directory belongs to another run; the message says what to do."""
-
-
-def create_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
-    if config.optimizer == "rmsprop":
-        return keras.optimizers.RMSprop(config.learning_rate, momentum=config.momentum)
-    if config.optimizer == "sgd":
-        return keras.optimizers.SGD(config.learning_rate, momentum=config.momentum)
-    if config.optimizer == "adam":
-        return keras.optimizers.Adam(config.learning_rate)
-    raise ValueError(f"unknown optimizer {config.optimizer!r}; choose one of {OPTIMIZERS}")
 
 
 def prepare_workdir(config: TrainConfig, workdir: str, *, overwrite: bool) -> bool:
@@ -66,22 +41,63 @@ def prepare_workdir(config: TrainConfig, workdir: str, *, overwrite: bool) -> bo
     elif os.path.exists(config_path):
         with open(config_path, encoding="utf-8") as f:
             previous = json.load(f)
-        if previous != dataclasses.asdict(config):
-            changed = sorted(k for k in previous.keys() | dataclasses.asdict(config).keys()
-                             if previous.get(k) != dataclasses.asdict(config).get(k))
+        current = config.to_dict()
+        if previous != current:
+            changed = sorted(k for k in previous.keys() | current.keys()
+                             if previous.get(k) != current.get(k))
             raise WorkdirError(
                 f"{workdir} holds a run with a different configuration "
-                f"(differs in: {', '.join(changed)}); use another --workdir or pass --overwrite"
-            )
-        if os.path.exists(os.path.join(workdir, TEST_METRICS)) and os.path.isdir(
-            os.path.join(workdir, SAVED_MODEL)
-        ):
+                f"(differs in: {', '.join(changed)}); use another --workdir or pass --overwrite")
+        if os.path.exists(os.path.join(workdir, TEST_METRICS)):
             return True
         logging.info("Resuming the run in %s", workdir)
     os.makedirs(workdir, exist_ok=True)
     with open(config_path, "w", encoding="utf-8") as f:
-        json.dump(dataclasses.asdict(config), f, indent=2)
+        json.dump(config.to_dict(), f, indent=2)
     return False
+
+
+def augment_config(config: TrainConfig) -> augment_lib.AugmentConfig:
+    if not config.augment:
+        return augment_lib.NO_AUGMENTATION
+    return augment_lib.AugmentConfig(
+        flip_horizontal=config.flip_horizontal, flip_vertical=config.flip_vertical,
+        rotation=config.rotation, zoom=config.zoom, translate_height=config.translate_height,
+        translate_width=config.translate_width, contrast=config.contrast)
+
+
+def create_learning_rate(config: TrainConfig, base: float, *, steps_per_epoch: int, epochs: int,
+                         warmup_epochs: int):
+    """A float (constant) or a cosine decay with linear warm-up, over `epochs`."""
+    if config.schedule == "constant":
+        return base
+    warmup = warmup_epochs * steps_per_epoch
+    total = max(1, epochs * steps_per_epoch)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=base / 100 if warmup else base, decay_steps=max(1, total - warmup),
+        warmup_target=base if warmup else None, warmup_steps=warmup)
+
+
+def create_optimizer(config: TrainConfig, learning_rate) -> keras.optimizers.Optimizer:
+    decay = config.weight_decay or None
+    if config.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(learning_rate, momentum=config.momentum, weight_decay=decay)
+    if config.optimizer == "sgd":
+        return keras.optimizers.SGD(learning_rate, momentum=config.momentum, weight_decay=decay)
+    return keras.optimizers.AdamW(learning_rate, weight_decay=config.weight_decay)
+
+
+def create_loss_and_metrics(config: TrainConfig, num_classes: int):
+    """Sparse labels, or one-hot when label smoothing needs them."""
+    k = min(report.TOP_K, num_classes)
+    if config.label_smoothing:
+        return (keras.losses.CategoricalCrossentropy(from_logits=True,
+                                                     label_smoothing=config.label_smoothing),
+                [keras.metrics.CategoricalAccuracy(name="accuracy"),
+                 keras.metrics.TopKCategoricalAccuracy(k, name=f"top{k}_accuracy")])
+    return (keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            [keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+             keras.metrics.SparseTopKCategoricalAccuracy(k, name=f"top{k}_accuracy")])
 
 
 def best_so_far(metrics_csv: str, monitor: str) -> float | None:
@@ -93,24 +109,97 @@ def best_so_far(metrics_csv: str, monitor: str) -> float | None:
     return max(values, default=None)
 
 
-def create_callbacks(workdir: str, *, monitor: str) -> list[keras.callbacks.Callback]:
-    metrics_csv = os.path.join(workdir, "metrics.csv")
-    return [
-        # Restores weights, optimizer state and epoch after an interruption. Kept
-        # after `fit` so a crash during evaluation or export does not retrain.
-        keras.callbacks.BackupAndRestore(os.path.join(workdir, BACKUP), delete_checkpoint=False),
+class EpochTimer(keras.callbacks.Callback):
+    """Adds `epoch_seconds` to the logs, so metrics.csv says what each epoch cost."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["epoch_seconds"] = time.perf_counter() - self._start
+
+
+def create_callbacks(config: TrainConfig, workdir: str, *, phase: int, monitor: str):
+    metrics_csv = os.path.join(workdir, METRICS_CSV)
+    callbacks = [
+        # Restores weights, optimizer state and epoch after an interruption (even
+        # SIGKILL: a half-written backup falls back to the previous one). Kept
+        # after `fit`, so a crash during export or evaluation does not retrain.
+        keras.callbacks.BackupAndRestore(os.path.join(workdir, BACKUP, f"phase{phase}"),
+                                         delete_checkpoint=False, double_checkpoint=True),
+        EpochTimer(),
         keras.callbacks.ModelCheckpoint(
-            os.path.join(workdir, "checkpoints", "best.keras"),
-            monitor=monitor, mode="max", save_best_only=True,
-            initial_value_threshold=best_so_far(metrics_csv, monitor),
-        ),
+            os.path.join(workdir, BEST_WEIGHTS), monitor=monitor, mode="max",
+            save_best_only=True, save_weights_only=True,
+            initial_value_threshold=best_so_far(metrics_csv, monitor)),
         keras.callbacks.CSVLogger(metrics_csv, append=True),
         keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")),
     ]
+    if config.early_stopping_patience:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor=monitor, mode="max", patience=config.early_stopping_patience))
+    return callbacks
+
+
+def create_strategy(name: str) -> tf.distribute.Strategy:
+    # MirroredStrategy splits each global batch over the local devices; Keras
+    # shards the tf.data input per replica.
+    return tf.distribute.MirroredStrategy() if name == "mirrored" else tf.distribute.get_strategy()
+
+
+@contextlib.contextmanager
+def precision_policy(name: str):
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def build_model(config: TrainConfig, num_classes: int) -> keras.Model:
+    try:
+        return models.create_model(
+            config.model, num_classes=num_classes, image_size=config.image_size,
+            backbone=config.backbone, weights=config.weights, dropout=config.dropout)
+    except Exception as e:  # Offline imagenet download, or weights of another backbone.
+        if config.model == "backbone" and config.weights != "none":
+            raise config_lib.ConfigError(
+                f"could not load --weights={config.weights} into {config.backbone}: "
+                f"{str(e).splitlines()[0]}") from e
+        raise
+
+
+def fit_phases(config: TrainConfig, workdir: str, model: keras.Model, fit_model: keras.Model,
+               train_ds, val_ds, *, steps_per_epoch: int, num_classes: int, class_weight):
+    """Head first (frozen backbone) when asked, then everything; resumable per phase."""
+    base = config.learning_rate
+    phases = [(0, config.epochs, True, base)]
+    if config.freeze_epochs:
+        phases = [(0, config.freeze_epochs, False, base),
+                  (config.freeze_epochs, config.epochs, True,
+                   base * config.fine_tune_learning_rate_factor)]
+    monitor = "val_accuracy" if val_ds is not None else "accuracy"
+    loss, metrics = create_loss_and_metrics(config, num_classes)
+    for phase, (start, end, backbone_trainable, lr) in enumerate(phases):
+        models.set_backbone_trainable(model, backbone_trainable)
+        fit_model.compile(
+            optimizer=create_optimizer(config, create_learning_rate(
+                config, lr, steps_per_epoch=steps_per_epoch, epochs=end - start,
+                warmup_epochs=config.warmup_epochs if phase == 0 else 0)),
+            loss=loss, metrics=metrics, jit_compile=config.jit_compile)
+        fit_model.fit(
+            train_ds, validation_data=val_ds, initial_epoch=start, epochs=end,
+            callbacks=create_callbacks(config, workdir, phase=phase, monitor=monitor),
+            class_weight=class_weight, verbose=2)
+        if fit_model.stop_training:  # EarlyStopping: no later phase either.
+            break
 
 
 def train_and_evaluate(config: TrainConfig, workdir: str, *, overwrite: bool = False) -> dict:
     """Trains `config` in `workdir` (resuming if interrupted); returns test metrics."""
+    config_lib.validate(config)
     if prepare_workdir(config, workdir, overwrite=overwrite):
         logging.info("%s already holds this finished run; reusing it", workdir)
         with open(os.path.join(workdir, TEST_METRICS), encoding="utf-8") as f:
@@ -118,53 +207,97 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, overwrite: bool = F
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-
     builder = pipeline.load_builder(config.dataset, data_dir=config.data_dir)
     artists = pipeline.artist_names(builder)
     splits = builder.info.splits
     logging.info("%s: %d artists, %s", builder.info.full_name, len(artists),
                  ", ".join(f"{s} {splits[s].num_examples}" for s in splits))
+    start = time.perf_counter()
+    with precision_policy(config.precision), create_strategy(config.strategy).scope():
+        model = build_model(config, len(artists))
+        train_ds, val_ds, fit_model, class_weight = create_inputs(config, builder, model)
+        fit_phases(config, workdir, model, fit_model, train_ds, val_ds,
+                   steps_per_epoch=splits["train"].num_examples // config.batch_size,
+                   num_classes=len(artists), class_weight=class_weight)
+        if os.path.exists(os.path.join(workdir, BEST_WEIGHTS)):
+            fit_model.load_weights(os.path.join(workdir, BEST_WEIGHTS))
+    train_seconds = time.perf_counter() - start
+    return finish(config, workdir, builder, model, train_seconds=train_seconds)
 
-    def split(name: str, training: bool) -> tf.data.Dataset:
-        return pipeline.create_split(
-            builder, name, batch_size=config.batch_size, image_size=config.image_size,
-            training=training, seed=config.seed, resize_mode=config.resize_mode,
-            augment=augment_lib.AugmentConfig() if config.augment else augment_lib.NO_AUGMENTATION,
-            cache=config.cache, deterministic=config.deterministic,
-        )
 
-    model = models.create_model(config.model, num_classes=len(artists), image_size=config.image_size)
-    model.compile(
-        optimizer=create_optimizer(config),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-    )
-    val_split = "validation" if "validation" in splits else None
-    model.fit(
-        split("train", training=True),
-        validation_data=split(val_split, training=False) if val_split else None,
-        epochs=config.epochs,
-        callbacks=create_callbacks(workdir, monitor="val_accuracy" if val_split else "accuracy"),
-        verbose=2,
-    )
+def create_inputs(config: TrainConfig, builder, model: keras.Model):
+    """Training and validation batches, the model `fit` trains, and class weights."""
+    options = dict(batch_size=config.batch_size, image_size=config.image_size,
+                   seed=config.seed, resize_mode=config.resize_mode,
+                   one_hot=bool(config.label_smoothing), deterministic=config.deterministic)
+    train_options = dict(augment=augment_config(config), cache=config.cache)
+    train_options.update(_newer_pipeline_options(config))
+    train_ds = pipeline.create_split(builder, "train", training=True, **options, **train_options)
+    val_ds = None
+    if "validation" in builder.info.splits:
+        val_ds = pipeline.create_split(builder, "validation", training=False,
+                                       cache=config.cache, **options)
+    fit_model = model
+    if config.augment and config.augment_on == "device":
+        # The same augmentation inside the training step; export keeps `model` alone.
+        inputs = keras.Input(model.input_shape[1:])
+        layer = augment_lib.DeviceAugmentation(augment_config(config), seed=config.seed)
+        fit_model = keras.Model(inputs, model(layer(inputs)), name=f"{model.name}_train")
+    class_weight = None
+    if config.balance == "class_weight":
+        class_weight = pipeline.class_weights(builder, "train")
+    return train_ds, val_ds, fit_model, class_weight
 
-    best_path = os.path.join(workdir, "checkpoints", "best.keras")
-    if os.path.exists(best_path):
-        model = keras.models.load_model(best_path)
-    results = model.evaluate(split("test", training=False), return_dict=True, verbose=0)
-    metrics = {
-        "test_accuracy": float(results["accuracy"]),
-        "test_loss": float(results["loss"]),
-        "test_examples": int(splits["test"].num_examples),
-        "dataset": builder.info.full_name,
-    }
+
+def _newer_pipeline_options(config: TrainConfig) -> dict:
+    options = {}
+    if config.balance == "resample":
+        options["balance"] = "resample"
+    if config.augment and config.augment_on == "device":
+        options["augment_on"] = "device"
+    if config.tf_data_service:
+        options["tf_data_service"] = config.tf_data_service
+    return options
+
+
+def finish(config: TrainConfig, workdir: str, builder, model: keras.Model, *,
+           train_seconds: float) -> dict:
+    """Test-split report, curves, SavedModel; then the marker of a finished run."""
+    artists = pipeline.artist_names(builder)
+    predict_fn = keras_predict_fn(model, config)
+    metrics = {"dataset": builder.info.full_name, "train_seconds": round(train_seconds, 1)}
+    if "test" in builder.info.splits:
+        test = evaluation.evaluate_split(builder, "test", predict_fn, workdir)
+        metrics.update({
+            "test_accuracy": test["accuracy"],
+            "test_balanced_accuracy": test["balanced_accuracy"],
+            "test_macro_f1": test["macro_f1"],
+            "test_examples": test["examples"],
+            **{f"test_{k}": v for k, v in test.items() if k.startswith("top")},
+        })
+    if os.path.exists(os.path.join(workdir, METRICS_CSV)):
+        report.plot_curves(os.path.join(workdir, METRICS_CSV), os.path.join(workdir, "curves.png"))
     export_lib.export_model(
         model, os.path.join(workdir, SAVED_MODEL), artist_names=artists,
         image_size=config.image_size, resize_mode=config.resize_mode, top_k=config.top_k,
-        metadata={"dataset": builder.info.full_name, "metrics": metrics},
-    )
-    # Written last: its presence marks the run as finished.
+        metadata={"dataset": builder.info.full_name, "metrics": metrics,
+                  "config": config.to_dict()})
     with open(os.path.join(workdir, TEST_METRICS), "w", encoding="utf-8") as f:
         json.dump(metrics, f, indent=2)
     shutil.rmtree(os.path.join(workdir, BACKUP), ignore_errors=True)
     return metrics
+
+
+def keras_predict_fn(model: keras.Model, config: TrainConfig) -> evaluation.PredictFn:
+    """Encoded images -> probabilities, with exactly the serving preprocessing."""
+    from pipeline import ops
+
+    @tf.function
+    def predict(encoded):
+        pixels = tf.map_fn(
+            lambda b: ops.preprocess_encoded(b, config.image_size, mode=config.resize_mode),
+            encoded, fn_output_signature=tf.TensorSpec(
+                [config.image_size, config.image_size, 3], tf.float32))
+        return tf.nn.softmax(tf.cast(model(pixels, training=False), tf.float32))
+
+    return lambda encoded: predict(encoded).numpy()

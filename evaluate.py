@@ -1,0 +1,56 @@
+"""Evaluates an exported SavedModel on a dataset split and writes the report.
+
+    python -m evaluate --model_dir=WORKDIR/saved_model --dataset=best_artworks --split=test
+
+Writes report.json, report.md, confusion.png and mistakes.png to --out_dir.
+The model is called through its `serving_default` signature on the stored
+encoded images, so the numbers are those of the model as served.
+"""
+
+import os
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model_dir", None, "Exported SavedModel directory.")
+flags.DEFINE_string("dataset", "sample_paintings", "TFDS dataset as name[/config][:version].")
+flags.DEFINE_string("data_dir", None, "TFDS data directory.")
+flags.DEFINE_string("split", "test", "Split to evaluate (TFDS split syntax).")
+flags.DEFINE_string("out_dir", None, "Where to write the report (default: MODEL_DIR/../report_SPLIT).")
+flags.DEFINE_integer("batch_size", 64, "Images per call to the model.", lower_bound=1)
+flags.mark_flag_as_required("model_dir")
+
+
+def evaluate(model_dir: str, builder, split: str, out_dir: str, *, batch_size: int = 64) -> dict:
+    from trainer import evaluation
+
+    predict_fn, num_classes = evaluation.saved_model_predict_fn(model_dir)
+    names = builder.info.features["label"].names
+    if num_classes != len(names):
+        raise ValueError(f"the model knows {num_classes} artists but "
+                         f"{builder.info.full_name} has {len(names)}")
+    return evaluation.evaluate_split(builder, split, predict_fn, out_dir, batch_size=batch_size)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    import pipeline
+
+    if not os.path.isdir(FLAGS.model_dir):
+        sys.exit(f"evaluate: error: no SavedModel directory at {FLAGS.model_dir}")
+    out_dir = FLAGS.out_dir or os.path.join(
+        os.path.dirname(os.path.abspath(FLAGS.model_dir)), f"report_{FLAGS.split}")
+    try:
+        builder = pipeline.load_builder(FLAGS.dataset, data_dir=FLAGS.data_dir)
+        metrics = evaluate(FLAGS.model_dir, builder, FLAGS.split, out_dir, batch_size=FLAGS.batch_size)
+    except (pipeline.DatasetError, ValueError) as e:
+        sys.exit(f"evaluate: error: {e}")
+    print(f"accuracy {metrics['accuracy']:.1%}, balanced accuracy "
+          f"{metrics['balanced_accuracy']:.1%}, macro-F1 {metrics['macro_f1']:.3f} "
+          f"on {metrics['examples']} images; report in {out_dir}")
+
+
+if __name__ == "__main__":
+    app.run(main)

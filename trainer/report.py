@@ -1,0 +1,165 @@
+"""Evaluation report: metrics from predictions, and the pictures people look at."""
+
+import csv
+import io
+import json
+import os
+
+import numpy as np
+
+TOP_K = 5
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+    """[true, predicted] counts."""
+    matrix = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(matrix, (labels, predictions), 1)
+    return matrix
+
+
+def compute_metrics(labels: np.ndarray, probabilities: np.ndarray, names: list[str]) -> dict:
+    """Accuracy, top-5, balanced accuracy, macro-F1 and per-artist numbers."""
+    labels = np.asarray(labels)
+    predictions = probabilities.argmax(axis=1)
+    matrix = confusion_matrix(labels, predictions, len(names))
+    support = matrix.sum(axis=1)
+    predicted = matrix.sum(axis=0)
+    hits = np.diag(matrix)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        recall = np.where(support > 0, hits / support, 0.0)
+        precision = np.where(predicted > 0, hits / predicted, 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    present = support > 0  # Averages run over artists that the split holds.
+    k = min(TOP_K, len(names))
+    top_k = np.argsort(-probabilities, axis=1)[:, :k]
+    return {
+        "examples": int(len(labels)),
+        "accuracy": float((predictions == labels).mean()),
+        f"top{k}_accuracy": float((top_k == labels[:, None]).any(axis=1).mean()),
+        "balanced_accuracy": float(recall[present].mean()),
+        "macro_f1": float(f1[present].mean()),
+        "per_artist": {
+            name: {"precision": float(precision[i]), "recall": float(recall[i]),
+                   "f1": float(f1[i]), "support": int(support[i])}
+            for i, name in enumerate(names)
+        },
+        "confusion_matrix": matrix.tolist(),
+    }
+
+
+def write_markdown(metrics: dict, path: str, *, title: str) -> None:
+    top_key = next(k for k in metrics if k.startswith("top") and k.endswith("_accuracy"))
+    lines = [
+        f"# {title}", "",
+        f"- examples: {metrics['examples']}",
+        f"- accuracy: {metrics['accuracy']:.1%}",
+        f"- {top_key.replace('_', ' ')}: {metrics[top_key]:.1%}",
+        f"- balanced accuracy: {metrics['balanced_accuracy']:.1%}",
+        f"- macro-F1: {metrics['macro_f1']:.3f}", "",
+        "| artist | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|",
+    ]
+    for name, row in sorted(metrics["per_artist"].items(), key=lambda kv: -kv[1]["f1"]):
+        lines.append(f"| {name} | {row['precision']:.2f} | {row['recall']:.2f} | "
+                     f"{row['f1']:.2f} | {row['support']} |")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # Files only: no display on servers.
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_confusion(matrix: np.ndarray, names: list[str], path: str) -> None:
+    """Row-normalised confusion matrix with artist names on both axes."""
+    plt = _pyplot()
+    rows = matrix.sum(axis=1, keepdims=True)
+    normalised = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
+    size = max(5.0, 0.32 * len(names) + 2.5)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    image = ax.imshow(normalised, cmap="Blues", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_xlabel("predicted artist")
+    ax.set_ylabel("true artist")
+    if len(names) <= 20:
+        for (i, j), value in np.ndenumerate(normalised):
+            if matrix[i, j]:
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if value > 0.5 else "black")
+    fig.colorbar(image, ax=ax, fraction=0.046, label="fraction of the true artist's paintings")
+    ax.set_title("Confusion matrix (rows sum to 1)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_mistakes(
+    images: list[bytes], labels: np.ndarray, probabilities: np.ndarray, names: list[str],
+    path: str, *, count: int = 16,
+) -> int:
+    """Gallery of the most confident mistakes; returns how many it shows."""
+    from PIL import Image
+
+    plt = _pyplot()
+    predictions = probabilities.argmax(axis=1)
+    wrong = np.flatnonzero(predictions != labels)
+    wrong = wrong[np.argsort(-probabilities[wrong, predictions[wrong]])][:count]
+    columns = 4
+    rows = max(1, -(-len(wrong) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.4 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, index in zip(axes.flat, wrong):
+        image = Image.open(io.BytesIO(images[index])).convert("RGB")
+        image.thumbnail((256, 256))
+        ax.imshow(image)
+        ax.set_title(f"true: {names[labels[index]]}\npredicted: {names[predictions[index]]} "
+                     f"({probabilities[index, predictions[index]]:.0%})", fontsize=8)
+    if not len(wrong):
+        axes[0, 0].text(0.0, 0.5, "No mistakes on this split.", fontsize=12)
+    fig.suptitle("Most confident mistakes")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return len(wrong)
+
+
+def plot_curves(metrics_csv: str, path: str) -> None:
+    """Loss and accuracy per epoch, training and validation, from metrics.csv."""
+    with open(metrics_csv, encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    plt = _pyplot()
+    epochs = [int(row["epoch"]) + 1 for row in rows]
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, key in ((loss_ax, "loss"), (acc_ax, "accuracy")):
+        for prefix, label in (("", "train"), ("val_", "validation")):
+            values = [float(row[prefix + key]) for row in rows if row.get(prefix + key)]
+            if values:
+                ax.plot(epochs[:len(values)], values, marker="o", markersize=3, label=label)
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(
+    out_dir: str, *, labels: np.ndarray, probabilities: np.ndarray, names: list[str],
+    images: list[bytes], title: str,
+) -> dict:
+    """report.json, report.md, confusion.png and mistakes.png in `out_dir`."""
+    os.makedirs(out_dir, exist_ok=True)
+    metrics = compute_metrics(labels, probabilities, names)
+    with open(os.path.join(out_dir, "report.json"), "w", encoding="utf-8") as f:
+        json.dump({"title": title, **metrics}, f, indent=2, ensure_ascii=False)
+    write_markdown(metrics, os.path.join(out_dir, "report.md"), title=title)
+    plot_confusion(np.array(metrics["confusion_matrix"]), names, os.path.join(out_dir, "confusion.png"))
+    plot_mistakes(images, labels, probabilities, names, os.path.join(out_dir, "mistakes.png"))
+    return metrics

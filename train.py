@@ -87,6 +87,8 @@ _define("float", "fine_tune_learning_rate_factor", "Backbone: learning rate mult
         "unfrozen.", lower_bound=0.0, upper_bound=1.0)
 _define("integer", "early_stopping_patience", "Stop after this many epochs without a better "
         "validation accuracy (0: never).", lower_bound=0)
+_define("float", "cpu_budget_seconds", "Stop at an epoch end before training CPU time would "
+        "exceed this many seconds (0: no limit).", lower_bound=0.0)
 # Execution.
 _define("enum", "precision", "float32, or mixed precision for accelerators.",
         enum_values=list(config_lib.PRECISIONS))

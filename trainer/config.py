@@ -58,6 +58,7 @@ class TrainConfig:
     freeze_epochs: int = 0
     fine_tune_learning_rate_factor: float = 0.1
     early_stopping_patience: int = 0
+    cpu_budget_seconds: float = 0.0  # Stop before training CPU time exceeds this (0: no limit).
     # Execution.
     precision: str = "float32"
     jit_compile: bool = False
@@ -117,6 +118,7 @@ def validate(config: TrainConfig) -> TrainConfig:
     _check(0.0 < config.fine_tune_learning_rate_factor <= 1.0,
            "--fine_tune_learning_rate_factor must be in (0, 1]")
     _check(config.early_stopping_patience >= 0, "--early_stopping_patience must be >= 0")
+    _check(config.cpu_budget_seconds >= 0, "--cpu_budget_seconds must be >= 0")
     _check(config.top_k >= 1, "--top_k must be >= 1")
     _check(not (config.deterministic and config.tf_data_service),
            "--deterministic cannot hold with --tf_data_service (workers race)")

@@ -100,12 +100,16 @@ def create_loss_and_metrics(config: TrainConfig, num_classes: int):
              keras.metrics.SparseTopKCategoricalAccuracy(k, name=f"top{k}_accuracy")])
 
 
+def _csv_rows(metrics_csv: str) -> list[dict]:
+    if not os.path.exists(metrics_csv):
+        return []
+    with open(metrics_csv, encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
 def best_so_far(metrics_csv: str, monitor: str) -> float | None:
     """Best `monitor` value logged before an interruption, so resuming keeps it."""
-    if not os.path.exists(metrics_csv):
-        return None
-    with open(metrics_csv, encoding="utf-8") as f:
-        values = [float(row[monitor]) for row in csv.DictReader(f) if row.get(monitor)]
+    values = [float(row[monitor]) for row in _csv_rows(metrics_csv) if row.get(monitor)]
     return max(values, default=None)
 
 
@@ -118,6 +122,27 @@ class EpochTimer(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["epoch_seconds"] = time.perf_counter() - self._start
+
+
+class CpuBudget(keras.callbacks.Callback):
+    """Stops at an epoch end when one more epoch would overrun a CPU-time budget.
+
+    CPU time (all threads of this process), not wall time: on a shared machine
+    it measures the work done, not how busy the neighbours are.
+    """
+
+    def __init__(self, budget_seconds: float):
+        super().__init__()
+        self.budget = budget_seconds
+        self.start = time.process_time()
+        self.epochs = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs += 1
+        used = time.process_time() - self.start
+        if used + used / self.epochs > self.budget:
+            logging.info("CPU budget: %.0f s used of %.0f s; stopping", used, self.budget)
+            self.model.stop_training = True
 
 
 def create_callbacks(config: TrainConfig, workdir: str, *, phase: int, monitor: str):
@@ -136,6 +161,8 @@ def create_callbacks(config: TrainConfig, workdir: str, *, phase: int, monitor: 
         keras.callbacks.CSVLogger(metrics_csv, append=True),
         keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")),
     ]
+    if config.cpu_budget_seconds:
+        callbacks.append(CpuBudget(config.cpu_budget_seconds))
     if config.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=monitor, mode="max", patience=config.early_stopping_patience))
@@ -193,7 +220,7 @@ def fit_phases(config: TrainConfig, workdir: str, model: keras.Model, fit_model:
             train_ds, validation_data=val_ds, initial_epoch=start, epochs=end,
             callbacks=create_callbacks(config, workdir, phase=phase, monitor=monitor),
             class_weight=class_weight, verbose=2)
-        if fit_model.stop_training:  # EarlyStopping: no later phase either.
+        if fit_model.stop_training:  # Early stopping or budget: no later phase either.
             break
 
 
@@ -212,7 +239,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, overwrite: bool = F
     splits = builder.info.splits
     logging.info("%s: %d artists, %s", builder.info.full_name, len(artists),
                  ", ".join(f"{s} {splits[s].num_examples}" for s in splits))
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     with precision_policy(config.precision), create_strategy(config.strategy).scope():
         model = build_model(config, len(artists))
         train_ds, val_ds, fit_model, class_weight = create_inputs(config, builder, model)
@@ -221,8 +248,9 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, overwrite: bool = F
                    num_classes=len(artists), class_weight=class_weight)
         if os.path.exists(os.path.join(workdir, BEST_WEIGHTS)):
             fit_model.load_weights(os.path.join(workdir, BEST_WEIGHTS))
-    train_seconds = time.perf_counter() - start
-    return finish(config, workdir, builder, model, train_seconds=train_seconds)
+    timing = {"train_seconds": round(time.perf_counter() - start, 1),
+              "train_cpu_seconds": round(time.process_time() - cpu_start, 1)}
+    return finish(config, workdir, builder, model, timing=timing)
 
 
 def create_inputs(config: TrainConfig, builder, model: keras.Model):
@@ -261,11 +289,12 @@ def _newer_pipeline_options(config: TrainConfig) -> dict:
 
 
 def finish(config: TrainConfig, workdir: str, builder, model: keras.Model, *,
-           train_seconds: float) -> dict:
+           timing: dict) -> dict:
     """Test-split report, curves, SavedModel; then the marker of a finished run."""
     artists = pipeline.artist_names(builder)
     predict_fn = keras_predict_fn(model, config)
-    metrics = {"dataset": builder.info.full_name, "train_seconds": round(train_seconds, 1)}
+    metrics = {"dataset": builder.info.full_name, **timing,
+               "epochs_run": len(_csv_rows(os.path.join(workdir, METRICS_CSV)))}
     if "test" in builder.info.splits:
         test = evaluation.evaluate_split(builder, "test", predict_fn, workdir)
         metrics.update({

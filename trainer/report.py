@@ -123,7 +123,7 @@ def plot_mistakes(
     if not len(wrong):
         axes[0, 0].text(0.0, 0.5, "No mistakes on this split.", fontsize=12)
     fig.suptitle("Most confident mistakes")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))  # Leave room for the title.
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return len(wrong)

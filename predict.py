@@ -1,12 +1,24 @@
 """Names the artist of paintings with an exported SavedModel.
 
     python predict.py --model_dir=WORKDIR/saved_model painting.jpg folder/ 'more/*.png'
+    python predict.py --model_dir=WORKDIR/saved_model --format=json --details folder/
+    python predict.py --model_dir=WORKDIR/saved_model --html=out.html folder/
+    python predict.py --model_dir=WORKDIR/saved_model --info
 
-Needs only the SavedModel: no training code, no dataset.
+Needs only the SavedModel: no training code, no dataset (tensorflow, numpy,
+Pillow and absl; tqdm for the progress bar when it is installed). A file the
+model refuses is reported by name on stderr; the others are still classified,
+and the exit status is 1 if any failed.
 """
 
+import base64
+import csv
 import glob
+import html
+import io
+import json
 import os
+import re
 import sys
 
 from absl import app, flags
@@ -15,9 +27,25 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "Exported SavedModel directory (WORKDIR/saved_model).")
 flags.DEFINE_integer("top_k", 3, "Artists to show per image.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 32, "Images per call to the model.", lower_bound=1)
+flags.DEFINE_enum("format", "table", ["table", "json", "csv"],
+                  "table: readable text; json: one JSON object per line (per image); "
+                  "csv: one row per image and rank.")
+flags.DEFINE_bool("details", False, "Also print each artist's metadata (years, genre, "
+                  "nationality, wikipedia) when the model carries it.")
+flags.DEFINE_string("html", None, "Also write an HTML page of thumbnails with their top-3 "
+                    "artists to this file.")
+flags.DEFINE_bool("info", False, "Print what the model knows about itself (artists, image "
+                  "size, preprocessing, dataset, metrics) and exit.")
+flags.DEFINE_enum("progress", "auto", ["auto", "on", "off"],
+                  "Progress bar on stderr; auto: when stderr is a terminal and there is more "
+                  "than one batch of files.")
 flags.mark_flag_as_required("model_dir")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
+HTML_TOP = 3
+THUMBNAIL_PX = 160
+# Fields shown by --details, in this order, when an artist has them.
+DETAIL_FIELDS = ("years", "genre", "nationality", "wikipedia")
 
 
 def expand_paths(patterns: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -41,52 +69,282 @@ def expand_paths(patterns: list[str]) -> tuple[list[str], list[tuple[str, str]]]
     return files, errors
 
 
+# --- The model ------------------------------------------------------------------------
+
+
+def load_metadata(loaded, model_dir: str) -> dict:
+    """The model's own description: the `metadata` signature, else assets.extra files."""
+    if "metadata" in loaded.signatures:
+        return json.loads(loaded.signatures["metadata"]()["metadata"].numpy().decode("utf-8"))
+    extra = os.path.join(model_dir, "assets.extra")
+    document = {}
+    if os.path.exists(os.path.join(extra, "metadata.json")):
+        with open(os.path.join(extra, "metadata.json"), encoding="utf-8") as f:
+            document = json.load(f)
+    if "artists" not in document and os.path.exists(os.path.join(extra, "artists.txt")):
+        with open(os.path.join(extra, "artists.txt"), encoding="utf-8") as f:
+            names = f.read().splitlines()
+        document["artists"] = [{"id": i, "name": name} for i, name in enumerate(names)]
+    return document
+
+
+def error_message(error: Exception) -> str:
+    """The line of a TensorFlow error that names the problem, without "images[i]: "."""
+    text = getattr(error, "message", str(error))
+    found = re.search(r"assertion failed: \[(.*)\]", text)
+    if found:
+        line = found.group(1)
+    else:  # A decoder's own error: skip TensorFlow's framing lines.
+        lines = [line.strip() for line in text.splitlines()]
+        lines = [line for line in lines if line and not line.startswith(
+            ("Graph execution error", "Detected at node", "<stack traces", "[[", "{{node"))]
+        line = lines[0] if lines else text.strip()
+    line = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", line)
+    line = re.sub(r"\s*\[Op:[^\]]*\]$", "", line)
+    return re.sub(r"^images\[\d+\]:\s*", "", line)
+
+
 def classify(signature, paths: list[str]) -> list[tuple[str, dict | str]]:
-    """(path, outputs) per readable image, (path, error message) otherwise."""
+    """(path, outputs) per image the model accepts, (path, error message) otherwise."""
     import tensorflow as tf
 
     blobs = []
     for path in paths:
-        with open(path, "rb") as f:
-            blobs.append(f.read())
+        try:
+            with open(path, "rb") as f:
+                blobs.append(f.read())
+        except OSError as e:
+            return _split_and_retry(signature, paths) if len(paths) > 1 else [
+                (path, f"cannot read the file ({e.strerror})")]
     try:
         outputs = signature(images=tf.constant(blobs))
     except tf.errors.InvalidArgumentError as e:
         if len(paths) == 1:
-            return [(paths[0], f"not a readable image ({e.message.splitlines()[0]})")]
-        # One bad file fails the whole batch: retry one by one to name it.
-        return [result for path in paths for result in classify(signature, [path])]
+            return [(paths[0], f"not a readable image: {error_message(e)}")]
+        named = re.search(r"images\[(\d+)\]", e.message)
+        if named and int(named.group(1)) < len(paths):
+            # The model's header checks name the element: set it aside, retry the rest.
+            bad = int(named.group(1))
+            rest = classify(signature, paths[:bad] + paths[bad + 1:])
+            return rest[:bad] + [(paths[bad], f"not a readable image: {error_message(e)}")] + rest[bad:]
+        return _split_and_retry(signature, paths)
     outputs = {k: v.numpy() for k, v in outputs.items()}
     return [(path, {k: v[i] for k, v in outputs.items()}) for i, path in enumerate(paths)]
 
 
-def format_result(path: str, outputs: dict, top_k: int) -> str:
-    ranked = zip(outputs["top_k_artists"][:top_k], outputs["top_k_probabilities"][:top_k])
-    return path + "\n" + "\n".join(
-        f"  {rank}. {artist.decode():<32} {p:6.1%}" for rank, (artist, p) in enumerate(ranked, 1)
-    )
+def _split_and_retry(signature, paths: list[str]) -> list[tuple[str, dict | str]]:
+    # A decoder's error does not say which file: halve until the bad one stands
+    # alone, so a batch of 32 with one such file costs about 11 calls, not 33.
+    middle = len(paths) // 2
+    return classify(signature, paths[:middle]) + classify(signature, paths[middle:])
+
+
+def ranked(outputs: dict, top_k: int, artists: list[dict]) -> list[dict]:
+    """The top-k predictions of one image, best first, with each artist's metadata."""
+    rows = []
+    for rank, (artist_id, name, probability) in enumerate(zip(
+            outputs["top_k_ids"][:top_k], outputs["top_k_artists"][:top_k],
+            outputs["top_k_probabilities"][:top_k]), 1):
+        info = artists[artist_id] if 0 <= artist_id < len(artists) else {}
+        rows.append({"rank": rank, "id": int(artist_id), "artist": name.decode("utf-8"),
+                     "probability": float(probability),
+                     "details": {k: info[k] for k in DETAIL_FIELDS if info.get(k)}})
+    return rows
+
+
+# --- Output ---------------------------------------------------------------------------
+
+
+def format_table(path: str, predictions: list[dict], *, details: bool) -> str:
+    lines = [path]
+    for p in predictions:
+        lines.append(f"  {p['rank']}. {p['artist']:<32} {p['probability']:6.1%}")
+        if details and p["details"]:
+            lines.append("     " + "; ".join(f"{k}: {v}" for k, v in p["details"].items()))
+    return "\n".join(lines)
+
+
+def format_json(path: str, result: list[dict] | str, *, details: bool) -> str:
+    if isinstance(result, str):
+        return json.dumps({"file": path, "error": result}, ensure_ascii=False)
+    predictions = [p if details else {k: v for k, v in p.items() if k != "details"}
+                   for p in result]
+    return json.dumps({"file": path, "predictions": predictions}, ensure_ascii=False)
+
+
+class CsvWriter:
+    """One row per image and rank; a failed image is one row with `error` set."""
+
+    def __init__(self, stream, *, details: bool):
+        self.details = details
+        self.writer = csv.writer(stream, lineterminator="\n")
+        self.writer.writerow(["file", "rank", "artist_id", "artist", "probability", "error",
+                              *(DETAIL_FIELDS if details else ())])
+
+    def write(self, path: str, result: list[dict] | str) -> None:
+        if isinstance(result, str):
+            self.writer.writerow([path, "", "", "", "", result,
+                                  *([""] * len(DETAIL_FIELDS) if self.details else [])])
+            return
+        for p in result:
+            self.writer.writerow([
+                path, p["rank"], p["id"], p["artist"], f"{p['probability']:.6f}", "",
+                *([p["details"].get(k, "") for k in DETAIL_FIELDS] if self.details else [])])
+
+
+def thumbnail_data_uri(path: str) -> str | None:
+    """A small JPEG of the image as a data: URI, or None if Pillow cannot open it."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as image:
+            image.draft("RGB", (THUMBNAIL_PX, THUMBNAIL_PX))  # Cheap JPEG downscale.
+            image = ImageOps.exif_transpose(image).convert("RGB")
+            image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
+            buffer = io.BytesIO()
+            image.save(buffer, "JPEG", quality=80)
+    except Exception:  # noqa: BLE001  Any unreadable file just gets no thumbnail.
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def write_html(out_path: str, results: list[tuple[str, list[dict] | str]], *, title: str) -> int:
+    """A page of thumbnails with their top-3 artists; returns the number of thumbnails."""
+    cards, failures, thumbnails = [], [], 0
+    for path, result in results:
+        name = html.escape(path)
+        if isinstance(result, str):
+            failures.append(f"<li><code>{name}</code>: {html.escape(result)}</li>")
+            continue
+        uri = thumbnail_data_uri(path)
+        thumbnails += uri is not None
+        image = f'<img src="{uri}" alt="{name}">' if uri else '<div class="missing">no preview</div>'
+        rows = "".join(
+            f"<li>{html.escape(p['artist'])} <b>{p['probability']:.1%}</b></li>"
+            for p in result[:HTML_TOP])
+        cards.append(f'<figure>{image}<figcaption><code>{name}</code><ol>{rows}</ol>'
+                     f"</figcaption></figure>")
+    errors = f"<h2>Not classified</h2><ul>{''.join(failures)}</ul>" if failures else ""
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>
+body {{ font-family: sans-serif; margin: 1em; }}
+main {{ display: flex; flex-wrap: wrap; gap: 1em; }}
+figure {{ width: {THUMBNAIL_PX + 40}px; margin: 0; }}
+img, .missing {{ max-width: {THUMBNAIL_PX}px; max-height: {THUMBNAIL_PX}px; }}
+figcaption code {{ font-size: 0.75em; word-break: break-all; }}
+ol {{ padding-left: 1.4em; margin: 0.3em 0; }}
+</style></head><body>
+<h1>{html.escape(title)}</h1>
+<main>
+{chr(10).join(cards)}
+</main>
+{errors}
+</body></html>
+"""
+    with open(out_path, "w", encoding="utf-8") as f:
+        f.write(page)
+    return thumbnails
+
+
+def format_info(model_dir: str, document: dict) -> str:
+    """--info as readable text."""
+    dataset = document.get("dataset") or {}
+    if isinstance(dataset, str):
+        dataset = {"full_name": dataset}
+    lines = [f"Model: {model_dir}"]
+    if dataset:
+        lines.append("Dataset: " + ", ".join(f"{k} {v}" for k, v in dataset.items()))
+    for key, label in (("image_size", "Image size"), ("resize_mode", "Resize"), ("top_k", "Top k")):
+        if key in document:
+            lines.append(f"{label}: {document[key]}")
+    for key, value in (document.get("preprocessing") or {}).items():
+        lines.append(f"Preprocessing {key}: {value}")
+    for key, value in (document.get("metrics") or {}).items():
+        shown = f"{value:.4f}" if isinstance(value, float) else value
+        lines.append(f"Metric {key}: {shown}")
+    artists = document.get("artists", [])
+    lines.append(f"Artists ({len(artists)}):")
+    for artist in artists:
+        extra = "; ".join(f"{k}: {artist[k]}" for k in DETAIL_FIELDS if artist.get(k))
+        lines.append(f"  {artist.get('id', '?'):>3}  {artist.get('name', '')}"
+                     + (f"  ({extra})" if extra else ""))
+    return "\n".join(lines)
+
+
+# --- Main -----------------------------------------------------------------------------
+
+
+def progress_bar(total: int):
+    """A tqdm bar on stderr, or a no-op stand-in when not wanted or not installed."""
+    wanted = FLAGS.progress == "on" or (
+        FLAGS.progress == "auto" and sys.stderr.isatty() and total > FLAGS.batch_size)
+    try:
+        import tqdm
+    except ImportError:
+        wanted = False
+    if not wanted:
+        class NoBar:
+            def update(self, n):
+                pass
+
+            def close(self):
+                pass
+        return NoBar()
+    return tqdm.tqdm(total=total, unit="img", file=sys.stderr, dynamic_ncols=True)
 
 
 def main(argv):
-    if len(argv) < 2:
+    if len(argv) < 2 and not FLAGS.info:
         raise app.UsageError("Name at least one image file, folder or glob pattern.")
     if not os.path.isdir(FLAGS.model_dir):
         sys.exit(f"predict.py: error: no SavedModel directory at {FLAGS.model_dir}")
     import tensorflow as tf
 
-    signature = tf.saved_model.load(FLAGS.model_dir).signatures["serving_default"]
+    loaded = tf.saved_model.load(FLAGS.model_dir)
+    document = load_metadata(loaded, FLAGS.model_dir)
+    if FLAGS.info:
+        print(json.dumps(document, indent=2, ensure_ascii=False) if FLAGS.format == "json"
+              else format_info(FLAGS.model_dir, document))
+        return
+    signature = loaded.signatures["serving_default"]
     exported_k = signature.structured_outputs["top_k_artists"].shape[-1]
     if FLAGS.top_k > exported_k:
         print(f"predict.py: the model returns {exported_k} artists per image; showing "
               f"{exported_k}", file=sys.stderr)
+    artists = document.get("artists", [])
 
     files, errors = expand_paths(argv[1:])
+    csv_writer = CsvWriter(sys.stdout, details=FLAGS.details) if FLAGS.format == "csv" else None
+    for path, message in errors:  # Missing paths belong in machine-readable output too.
+        if FLAGS.format == "json":
+            print(format_json(path, message, details=FLAGS.details))
+        elif csv_writer:
+            csv_writer.write(path, message)
+    shown_k = max(FLAGS.top_k, HTML_TOP if FLAGS.html else 0)
+    page = []  # (path, predictions or error) for --html.
+    bar = progress_bar(len(files))
     for start in range(0, len(files), FLAGS.batch_size):
-        for path, result in classify(signature, files[start:start + FLAGS.batch_size]):
-            if isinstance(result, str):
+        for path, outputs in classify(signature, files[start:start + FLAGS.batch_size]):
+            failed = isinstance(outputs, str)
+            result = outputs if failed else ranked(outputs, shown_k, artists)
+            if FLAGS.html:
+                page.append((path, result))
+            if failed:
                 errors.append((path, result))
             else:
-                print(format_result(path, result, FLAGS.top_k))
+                result = result[:FLAGS.top_k]
+            if FLAGS.format == "table" and not failed:
+                print(format_table(path, result, details=FLAGS.details))
+            elif FLAGS.format == "json":
+                print(format_json(path, result, details=FLAGS.details))
+            elif csv_writer:
+                csv_writer.write(path, result)
+        sys.stdout.flush()
+        bar.update(min(FLAGS.batch_size, len(files) - start))
+    bar.close()
+    if FLAGS.html:
+        count = write_html(FLAGS.html, page, title=f"Artists by {FLAGS.model_dir}")
+        print(f"predict.py: wrote {FLAGS.html} ({count} thumbnails)", file=sys.stderr)
     for path, message in errors:
         print(f"predict.py: error: {path}: {message}", file=sys.stderr)
     if errors:

@@ -311,6 +311,9 @@ def finish(config: TrainConfig, workdir: str, builder, model: keras.Model, *,
         image_size=config.image_size, resize_mode=config.resize_mode, top_k=config.top_k,
         metadata={"dataset": builder.info.full_name, "metrics": metrics,
                   "config": config.to_dict()})
+    if config.export_tflite:
+        export_lib.export_tflite(model, os.path.join(workdir, "tflite"),
+                                 image_size=config.image_size, artist_names=artists)
     with open(os.path.join(workdir, TEST_METRICS), "w", encoding="utf-8") as f:
         json.dump(metrics, f, indent=2)
     shutil.rmtree(os.path.join(workdir, BACKUP), ignore_errors=True)

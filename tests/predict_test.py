@@ -1,0 +1,126 @@
+"""predict.py as a user runs it: a folder with a bad file in it, every output format, --info."""
+
+import csv
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.serving_test import (ARTIST_METADATA, ARTISTS, ENV, METRICS, ROOT, png_header,
+                                encode, export_tiny_model, picture)
+
+GOOD = ["a.jpg", "nested/b.png", "nested/deeper/c.gif", "d.bmp"]
+# The last one passes the model's header checks and fails in the PNG decoder,
+# which does not say which image of the batch it was.
+BAD = {"broken.jpg": "not an image", "empty.png": "empty input", "cut.jpg": "truncated JPEG",
+       "nested/header_only.png": "Invalid PNG"}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> str:
+    return export_tiny_model(str(tmp_path_factory.mktemp("predict") / "saved_model"))
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("paintings")
+    for i, name in enumerate(GOOD):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        fmt = {".jpg": "JPEG", ".png": "PNG", ".gif": "GIF", ".bmp": "BMP"}[name[-4:]]
+        (root / name).write_bytes(encode(picture(i), fmt))
+    (root / "broken.jpg").write_bytes(b"not an image at all")
+    (root / "empty.png").write_bytes(b"")
+    (root / "cut.jpg").write_bytes(encode(picture(9))[:300])
+    (root / "nested" / "header_only.png").write_bytes(png_header(64, 48))
+    (root / "notes.txt").write_text("not an image extension: never read")
+    return root
+
+
+def predict(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, os.path.join(ROOT, "predict.py"), *args], cwd=ROOT,
+                          env=ENV, capture_output=True, text=True, timeout=300)
+
+
+def error_lines(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("predict.py: error")]
+
+
+def assert_bad_files_reported(result, folder) -> None:
+    assert result.returncode == 1
+    errors = error_lines(result)
+    assert len(errors) == len(BAD), errors
+    for name, problem in BAD.items():
+        assert any(f"{folder / name}: not a readable image: {problem}" in e for e in errors), errors
+
+
+def test_json_lines_and_html_page(model_dir, folder, tmp_path):
+    page = tmp_path / "out.html"
+    # Batch size 2: bad files share batches with good ones, which must still be served.
+    result = predict(f"--model_dir={model_dir}", "--format=json", "--top_k=2", "--batch_size=2",
+                     f"--html={page}", str(folder))
+    assert_bad_files_reported(result, folder)
+    records = {os.path.relpath(r["file"], folder): r for r in map(
+        json.loads, result.stdout.splitlines())}
+    assert set(records) == set(GOOD) | set(BAD)
+    for name in GOOD:
+        predictions = records[name]["predictions"]
+        assert [p["rank"] for p in predictions] == [1, 2]
+        assert all(p["artist"] == ARTISTS[p["id"]] for p in predictions)
+        assert predictions[0]["probability"] >= predictions[1]["probability"] > 0
+        assert "details" not in predictions[0]
+    for name, problem in BAD.items():
+        assert problem in records[name]["error"]
+
+    html = page.read_text(encoding="utf-8")
+    assert html.count('<img src="data:image/jpeg;base64,') == len(GOOD)
+    assert html.count("<figure>") == len(GOOD)
+    assert len(re.findall(r"<ol>(?:<li>.*?</li>){3}</ol>", html)) == len(GOOD)  # Top 3 each.
+    assert all(name in html for name in BAD)
+    assert f"wrote {page} ({len(GOOD)} thumbnails)" in result.stderr
+
+
+def test_csv_with_details_and_globs(model_dir, folder):
+    result = predict(f"--model_dir={model_dir}", "--format=csv", "--details", "--top_k=6",
+                     str(folder / "*.jpg"), str(folder / "nested" / "**" / "*.gif"),
+                     str(folder / "missing.png"))
+    assert result.returncode == 1
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert list(rows[0]) == ["file", "rank", "artist_id", "artist", "probability", "error",
+                             "years", "genre", "nationality", "wikipedia"]
+    by_file = {}
+    for row in rows:
+        by_file.setdefault(os.path.basename(row["file"]), []).append(row)
+    assert set(by_file) == {"a.jpg", "c.gif", "broken.jpg", "cut.jpg", "missing.png"}
+    assert [int(r["rank"]) for r in by_file["a.jpg"]] == [1, 2, 3, 4, 5]  # The exported k is 5.
+    swirl = next(r for r in by_file["a.jpg"] if r["artist"] == "Vincent van Swirl")
+    assert {k: swirl[k] for k in ARTIST_METADATA["Vincent van Swirl"]} == ARTIST_METADATA[
+        "Vincent van Swirl"]
+    assert by_file["missing.png"][0]["error"] == "no such file or directory"
+    assert "truncated JPEG" in by_file["cut.jpg"][0]["error"]
+    assert "returns 5 artists per image" in result.stderr
+
+
+def test_table_with_details(model_dir, folder):
+    result = predict(f"--model_dir={model_dir}", "--details", "--top_k=6", str(folder))
+    assert_bad_files_reported(result, folder)
+    blocks = result.stdout.split(str(folder))[1:]
+    assert len(blocks) == len(GOOD)
+    assert all(len(re.findall(r"^  \d\. ", block, re.M)) == 5 for block in blocks)
+    assert "genre: Post-Impressionism; nationality: Dutch" in result.stdout
+
+
+def test_info(model_dir):
+    result = predict(f"--model_dir={model_dir}", "--info")
+    assert result.returncode == 0, result.stderr
+    for text in ("Dataset: full_name sample_paintings/tiny/1.0.0, name sample_paintings, "
+                 "config tiny, version 1.0.0", "Image size: 32", "Resize: stretch",
+                 "Metric test_accuracy: 0.7500", f"Artists ({len(ARTISTS)}):",
+                 "5  Vincent van Swirl  (years: 1853 - 1890; genre: Post-Impressionism",
+                 "Preprocessing max_pixels: 40000000"):
+        assert text in result.stdout, result.stdout
+    as_json = json.loads(predict(f"--model_dir={model_dir}", "--info", "--format=json").stdout)
+    assert as_json["metrics"] == METRICS and as_json["image_size"] == 32

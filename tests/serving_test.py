@@ -1,0 +1,375 @@
+"""The exported SavedModel as a server sees it: signatures, bad requests, REST format, TFLite."""
+
+import base64
+import io
+import json
+import os
+import struct
+import subprocess
+import sys
+import textwrap
+import zlib
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from pipeline import ops
+from trainer import export
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+IMAGE_SIZE = 32
+ARTISTS = ["Piet Gridwell", "Jackson Splatterby", "Georges Pointelle", "Marko Hazeworth",
+           "Vasily Orbisky", "Vincent van Swirl"]
+ARTIST_METADATA = {
+    "Piet Gridwell": {"years": "1872 - 1944", "genre": "Neoplasticism",
+                      "nationality": "Dutch", "wikipedia": "https://example.org/gridwell"},
+    "Vincent van Swirl": {"years": "1853 - 1890", "genre": "Post-Impressionism",
+                          "nationality": "Dutch", "wikipedia": "https://example.org/swirl"},
+}
+METRICS = {"test_accuracy": 0.75, "test_loss": 0.5, "test_examples": 12}
+
+
+def create_tiny_model() -> keras.Model:
+    """Untrained, but with augmentation and dropout that would change outputs if active."""
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([
+        keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3)),
+        keras.layers.RandomFlip("horizontal_and_vertical"),
+        keras.layers.RandomContrast(0.5),
+        keras.layers.Conv2D(4, 3, strides=2, activation="relu"),
+        keras.layers.Flatten(),
+        keras.layers.Dropout(0.5),
+        keras.layers.Dense(len(ARTISTS)),
+    ])
+
+
+def export_tiny_model(path: str) -> str:
+    return export.export_model(
+        create_tiny_model(), path, artist_names=ARTISTS, image_size=IMAGE_SIZE,
+        artist_metadata=ARTIST_METADATA,
+        metadata={"dataset": "sample_paintings/tiny/1.0.0", "metrics": METRICS})
+
+
+def picture(seed: int = 0, height: int = 48, width: int = 64) -> np.ndarray:
+    """Flat colour blocks: few colours (GIF keeps them exactly) and little JPEG ringing."""
+    blocks = np.random.default_rng(seed).integers(0, 256, (4, 4, 3)).astype(np.uint8)
+    return np.kron(blocks, np.ones((height // 4, width // 4, 1))).astype(np.uint8)
+
+
+def encode(array: np.ndarray, fmt: str = "JPEG", **options) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def saved_model_dir(tmp_path_factory) -> str:
+    return export_tiny_model(str(tmp_path_factory.mktemp("export") / "saved_model"))
+
+
+@pytest.fixture(scope="module")
+def loaded(saved_model_dir):
+    return tf.saved_model.load(saved_model_dir)
+
+
+@pytest.fixture(scope="module")
+def serve(loaded):
+    return loaded.signatures["serving_default"]
+
+
+def call(signature, **inputs) -> dict[str, np.ndarray]:
+    return {k: v.numpy() for k, v in signature(**inputs).items()}
+
+
+def test_signatures_shapes_and_dtypes(loaded, serve):
+    assert set(loaded.signatures) == {"serving_default", "serve_pixels", "serve_float_pixels",
+                                      "metadata"}
+    (name, spec), = serve.structured_input_signature[1].items()
+    assert (name, spec.dtype, spec.shape.as_list()) == ("images", tf.string, [None])
+    for signature, dtype in (("serve_pixels", tf.uint8), ("serve_float_pixels", tf.float32)):
+        (name, spec), = loaded.signatures[signature].structured_input_signature[1].items()
+        assert (name, spec.dtype, spec.shape.as_list()) == ("pixels", dtype, [None, None, None, 3])
+    expected = {"probabilities": (tf.float32, [None, 6]), "top_k_ids": (tf.int32, [None, 5]),
+                "top_k_artists": (tf.string, [None, 5]),
+                "top_k_probabilities": (tf.float32, [None, 5])}
+    for signature in ("serving_default", "serve_pixels", "serve_float_pixels"):
+        outputs = loaded.signatures[signature].structured_outputs
+        assert {k: (v.dtype, v.shape.as_list()) for k, v in outputs.items()} == expected
+
+    out = call(serve, images=tf.constant([encode(picture(0)), encode(picture(1), "PNG")]))
+    assert out["probabilities"].shape == (2, 6)
+    np.testing.assert_allclose(out["probabilities"].sum(axis=1), 1.0, atol=1e-5)
+    assert np.all(np.diff(out["top_k_probabilities"], axis=1) <= 0)
+    np.testing.assert_array_equal(
+        out["top_k_probabilities"], np.take_along_axis(out["probabilities"], out["top_k_ids"], 1))
+    assert [[a.decode() for a in row] for row in out["top_k_artists"]] == [
+        [ARTISTS[i] for i in row] for row in out["top_k_ids"]]
+
+
+def test_formats_of_the_same_picture_agree(serve):
+    image = picture(3)
+    blobs = [encode(image, "JPEG", quality=95), encode(image, "PNG"), encode(image, "GIF"),
+             encode(image, "BMP")]
+    out = call(serve, images=tf.constant(blobs))
+    assert len(set(out["top_k_ids"][:, 0])) == 1, out["probabilities"]
+    # PNG, GIF (few colours) and BMP are lossless: the same pixels, the same outputs (up
+    # to float rounding that may differ between rows of one batch).
+    np.testing.assert_allclose(out["probabilities"][1], out["probabilities"][2], rtol=1e-6)
+    np.testing.assert_allclose(out["probabilities"][1], out["probabilities"][3], rtol=1e-6)
+    np.testing.assert_allclose(out["probabilities"][0], out["probabilities"][1], atol=0.05)
+
+
+def test_gif_serves_its_first_frame(serve):
+    first, second = Image.fromarray(picture(4)), Image.fromarray(picture(5))
+    buffer = io.BytesIO()
+    first.save(buffer, "GIF", save_all=True, append_images=[second])
+    out = call(serve, images=tf.constant([buffer.getvalue(), encode(picture(4), "PNG")]))
+    np.testing.assert_allclose(out["probabilities"][0], out["probabilities"][1], rtol=1e-6)
+
+
+def test_pixel_signatures_match_encoded_bytes(loaded, serve):
+    for height, width in ((48, 64), (IMAGE_SIZE, IMAGE_SIZE)):  # Resized, and already sized.
+        image = picture(6, height, width)
+        reference = call(serve, images=tf.constant([encode(image, "PNG")] * 2))["probabilities"]
+        uint8 = call(loaded.signatures["serve_pixels"], pixels=tf.constant(np.stack([image, image])))
+        as_float = call(loaded.signatures["serve_float_pixels"],
+                        pixels=tf.constant(np.stack([image, image]) / np.float32(255)))
+        np.testing.assert_array_equal(uint8["probabilities"], reference)
+        np.testing.assert_array_equal(as_float["probabilities"], reference)
+
+
+def test_two_calls_give_identical_outputs(loaded, serve):
+    batch = tf.constant([encode(picture(i)) for i in range(4)])
+    first, second = call(serve, images=batch), call(serve, images=batch)
+    for key in first:
+        np.testing.assert_array_equal(first[key], second[key])
+    pixels = tf.constant(np.stack([picture(i, IMAGE_SIZE, IMAGE_SIZE) for i in range(4)]))
+    signature = loaded.signatures["serve_pixels"]
+    np.testing.assert_array_equal(call(signature, pixels=pixels)["probabilities"],
+                                  call(signature, pixels=pixels)["probabilities"])
+
+
+def png_header(width: int, height: int) -> bytes:
+    ihdr = b"IHDR" + struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + ihdr + struct.pack(">I", zlib.crc32(ihdr))
+
+
+def _jpeg_with_size(width: int, height: int) -> bytes:
+    """A real JPEG whose frame header (SOF0) claims another size."""
+    data = bytearray(encode(picture(0)))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def _gif_with_size(width: int, height: int) -> bytes:
+    data = encode(picture(0), "GIF")
+    return data[:6] + struct.pack("<HH", width, height) + data[10:]
+
+
+def _bmp_with_size(width: int, height: int) -> bytes:
+    data = encode(picture(0), "BMP")
+    return data[:18] + struct.pack("<ii", width, -height) + data[26:]
+
+
+def _jpeg_with_thumbnail() -> bytes:
+    """A JPEG whose APP1 segment holds a whole small JPEG, as an EXIF thumbnail does."""
+    main, thumbnail = encode(picture(0, 96, 128)), encode(picture(1, 16, 16))
+    payload = b"Exif\x00\x00" + thumbnail
+    return main[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + main[2:]
+
+
+BAD_REQUESTS = {
+    "empty": (b"", r"empty input \(0 bytes\)"),
+    "not_an_image": (b"Hello, I am a text file, not a painting.", r"not an image"),
+    "truncated_jpeg": (encode(picture(0))[:400], r"truncated JPEG"),
+    "jpeg_without_end_marker": (encode(picture(0))[:-2], r"truncated JPEG"),
+    "png_bomb": (png_header(100_000, 100_000), r"image too large: 100000x100000 = 10000000000"),
+    "jpeg_bomb": (_jpeg_with_size(60_000, 60_000), r"image too large: 60000x60000"),
+    "gif_bomb": (_gif_with_size(65_535, 65_535), r"image too large: 65535x65535"),
+    "bmp_bomb": (_bmp_with_size(50_000, 50_000), r"image too large: 50000x50000"),
+    "webp": (encode(picture(0), "WEBP"), r"unsupported image format WebP"),
+    "tiff": (encode(picture(0), "TIFF"), r"unsupported image format TIFF"),
+    # The header checks pass these; the decoders refuse them, less eloquently.
+    "png_header_only": (png_header(64, 48), r"Invalid PNG"),
+    "truncated_jpeg_with_thumbnail": (_jpeg_with_thumbnail()[:-600], r"Invalid JPEG data"),
+}
+DECODER_CASES = {"png_header_only", "truncated_jpeg_with_thumbnail"}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_REQUESTS))
+def test_bad_request_is_invalid_argument_and_serving_goes_on(serve, case):
+    blob, message = BAD_REQUESTS[case]
+    good = tf.constant([encode(picture(7))])
+    before = call(serve, images=good)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message) as raised:
+        serve(images=tf.constant([encode(picture(7)), blob]))
+    if case not in DECODER_CASES:  # Our own checks name the element; decoders do not.
+        assert "images[1]: " in raised.value.message
+    after = call(serve, images=good)
+    np.testing.assert_array_equal(before["probabilities"], after["probabilities"])
+
+
+def test_jpeg_with_thumbnail_or_bytes_after_its_end_is_served(serve):
+    jpeg = encode(picture(0, 96, 128))
+    out = call(serve, images=tf.constant([
+        jpeg, jpeg + b"\x00" * 64 + b"trailer \xff\xda data", _jpeg_with_thumbnail()]))
+    np.testing.assert_allclose(out["probabilities"][0], out["probabilities"][1], rtol=1e-6)
+    np.testing.assert_allclose(out["probabilities"][0], out["probabilities"][2], rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    """An export with a small pixel limit and reduced-scale decoding of large JPEGs."""
+    path = export.export_model(create_tiny_model(), str(tmp_path_factory.mktemp("tuned")),
+                               artist_names=ARTISTS, image_size=IMAGE_SIZE, max_pixels=120_000,
+                               jpeg_downscale_margin=2.0)
+    return tf.saved_model.load(path)
+
+
+def test_large_jpeg_decoded_at_reduced_scale_stays_close(tuned, serve):
+    # Shorter side 288 >= 4 x 2 x 32: libjpeg decodes it at 1/4 scale (margin 2).
+    image = picture(12, 288, 352)
+    jpeg = encode(image, "JPEG", quality=95)
+    full = call(tuned.signatures["serve_pixels"], pixels=tf.constant(image[None]))
+    out = call(tuned.signatures["serving_default"], images=tf.constant([jpeg, encode(image, "PNG")]))
+    # The default export (same weights) decodes at full size: other pixels, other outputs.
+    full_decode = call(serve, images=tf.constant([jpeg]))["probabilities"][0]
+    assert not np.array_equal(out["probabilities"][0], full_decode)
+    np.testing.assert_allclose(out["probabilities"][1], full["probabilities"][0], rtol=1e-6)
+    np.testing.assert_allclose(out["probabilities"][0], full["probabilities"][0], atol=0.02)
+    assert out["top_k_ids"][0, 0] == full["top_k_ids"][0, 0]
+    document = json.loads(tuned.signatures["metadata"]()["metadata"].numpy())
+    assert document["preprocessing"]["jpeg_downscale_margin"] == 2.0
+    assert "1/2, 1/4 or 1/8 scale" in document["preprocessing"]["decode"]
+
+
+def test_max_pixels_is_set_at_export(tuned):
+    serve = tuned.signatures["serving_default"]
+    assert call(serve, images=tf.constant([encode(picture(0, 300, 400), "PNG")]))
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match="404x300 = 121200 pixels, over the limit of 120000"):
+        serve(images=tf.constant([encode(picture(0, 300, 404), "PNG")]))
+
+
+def test_pixel_signatures_refuse_bad_pixels(loaded):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"values in \[0, 1\].*serve_pixels"):
+        loaded.signatures["serve_float_pixels"](pixels=tf.fill([1, 8, 8, 3], 255.0))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="at least 1x1"):
+        loaded.signatures["serve_pixels"](pixels=tf.zeros([1, 0, 8, 3], tf.uint8))
+
+
+def test_metadata_in_graph_and_in_assets(loaded, saved_model_dir):
+    out = loaded.signatures["metadata"]()
+    document = json.loads(out["metadata"].numpy().decode("utf-8"))
+    assert [a.decode() for a in out["artists"].numpy()] == ARTISTS
+    with open(os.path.join(saved_model_dir, "assets.extra", "metadata.json"), encoding="utf-8") as f:
+        assert json.load(f) == document
+    with open(os.path.join(saved_model_dir, "assets.extra", "artists.txt"), encoding="utf-8") as f:
+        assert f.read().splitlines() == ARTISTS
+    assert [a["name"] for a in document["artists"]] == ARTISTS
+    assert document["artists"][5] == {"id": 5, "name": "Vincent van Swirl",
+                                      **ARTIST_METADATA["Vincent van Swirl"]}
+    assert document["artists"][1] == {"id": 1, "name": "Jackson Splatterby"}
+    assert document["dataset"] == {"full_name": "sample_paintings/tiny/1.0.0",
+                                   "name": "sample_paintings", "config": "tiny", "version": "1.0.0"}
+    assert document["metrics"] == METRICS
+    assert (document["image_size"], document["resize_mode"], document["top_k"]) == (32, "stretch", 5)
+    assert document["preprocessing"]["max_pixels"] == export.DEFAULT_MAX_PIXELS
+    assert document["preprocessing"]["jpeg_downscale_margin"] is None
+
+
+def run_in_fresh_process(args: list[str], cwd) -> subprocess.CompletedProcess:
+    """Runs a script and fails if it imported any module of this project."""
+    wrapper = textwrap.dedent("""
+        import runpy, sys
+        script, sys.argv = sys.argv[1], sys.argv[1:]
+        try:
+            runpy.run_path(script, run_name="__main__")
+            code = 0
+        except SystemExit as e:
+            code = e.code
+        ours = [m for m in sys.modules if m.split(".")[0] in
+                ("pipeline", "trainer", "artist_tfds", "tests", "train", "predict")]
+        assert not ours, ours
+        sys.exit(code)
+    """)
+    return subprocess.run([sys.executable, "-c", wrapper, *args], cwd=str(cwd), env=ENV,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_rest_client_request_runs_like_tensorflow_serving(serve, saved_model_dir, tmp_path):
+    blobs = [encode(picture(9)), encode(picture(10), "PNG")]
+    for name, blob in zip(("a.jpg", "b.png"), blobs):
+        (tmp_path / name).write_bytes(blob)
+    result = run_in_fresh_process(
+        [os.path.join(ROOT, "serving_client_example.py"), f"--model_dir={saved_model_dir}",
+         "--print_request", "a.jpg", "b.png"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    request, response = [json.loads(line) for line in result.stdout.splitlines()[-2:]]
+    assert request == {"signature_name": "serving_default", "instances": [
+        {"b64": base64.b64encode(blob).decode("ascii")} for blob in blobs]}
+    expected = call(serve, images=tf.constant(blobs))
+    assert len(response["predictions"]) == 2
+    for i, row in enumerate(response["predictions"]):
+        assert set(row) == set(expected)
+        np.testing.assert_allclose(row["probabilities"], expected["probabilities"][i], rtol=1e-6)
+        assert row["top_k_ids"] == expected["top_k_ids"][i].tolist()
+        assert row["top_k_artists"] == [a.decode() for a in expected["top_k_artists"][i]]
+
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    result = run_in_fresh_process(
+        [os.path.join(ROOT, "serving_client_example.py"), f"--model_dir={saved_model_dir}",
+         "a.jpg", "empty.jpg"], cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "images[1]: empty input" in json.loads(result.stdout.splitlines()[-1])["error"]
+
+
+def test_saved_model_cli_shows_and_runs_the_signature(saved_model_dir, tmp_path):
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    shown = subprocess.run([cli, "show", "--dir", saved_model_dir, "--tag_set", "serve",
+                            "--signature_def", "serving_default"], env=ENV, capture_output=True,
+                           text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr
+    assert "inputs['images'] tensor_info:\n      dtype: DT_STRING\n      shape: (-1)" in shown.stdout
+    for output in ("probabilities", "top_k_ids", "top_k_artists", "top_k_probabilities"):
+        assert f"outputs['{output}']" in shown.stdout
+    np.save(tmp_path / "images.npy", np.array([encode(picture(11))], dtype=object))
+    ran = subprocess.run([cli, "run", "--dir", saved_model_dir, "--tag_set", "serve",
+                          "--signature_def", "serving_default",
+                          "--inputs", f"images={tmp_path / 'images.npy'}"],
+                         env=ENV, capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0, ran.stderr
+    assert "Result for output key top_k_artists" in ran.stdout
+    assert any(name in ran.stdout for name in ARTISTS)
+
+
+@pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated")
+def test_tflite_gives_the_saved_model_top1(loaded, tmp_path):
+    model = create_tiny_model()  # The same seed: the same weights as the SavedModel's.
+    files = export.export_tflite(model, str(tmp_path / "tflite"), image_size=IMAGE_SIZE,
+                                 artist_names=ARTISTS)
+    # The float file holds every weight; the quantised one about a byte per weight.
+    assert os.path.getsize(files["float32"]) > 4 * model.count_params()
+    assert os.path.getsize(files["dynamic_range"]) < os.path.getsize(files["float32"]) / 2
+    with open(tmp_path / "tflite" / "artists.txt", encoding="utf-8") as f:
+        assert f.read().splitlines() == ARTISTS
+    images = np.stack([ops.resize(picture(i, 40 + i, 64), IMAGE_SIZE).numpy() for i in range(8)])
+    saved = call(loaded.signatures["serve_pixels"], pixels=tf.constant(images))["probabilities"]
+    float_lite = export.tflite_predict(files["float32"], ops.rescale(images).numpy())
+    quantised = export.tflite_predict(files["dynamic_range"], ops.rescale(images).numpy())
+    np.testing.assert_allclose(float_lite, saved, atol=1e-5)
+    np.testing.assert_array_equal(quantised.argmax(1), saved.argmax(1))
+
+
+def test_jpeg_scale_index_keeps_the_margin():
+    shapes = tf.constant([[100, 100], [128, 500], [300, 256], [600, 1000], [600, 1000]], tf.int64)
+    is_jpeg = tf.constant([True, True, True, True, False])
+    index = export.jpeg_scale_index(shapes, is_jpeg, image_size=32, margin=2.0)
+    assert index.numpy().tolist() == [0, 1, 2, 3, 0]  # 1/1, 1/2, 1/4, 1/8; never a PNG.
+    off = export.jpeg_scale_index(shapes, is_jpeg, image_size=32, margin=None)
+    assert off.numpy().tolist() == [0] * 5

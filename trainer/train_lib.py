@@ -321,15 +321,13 @@ def finish(config: TrainConfig, workdir: str, builder, model: keras.Model, *,
 
 
 def keras_predict_fn(model: keras.Model, config: TrainConfig) -> evaluation.PredictFn:
-    """Encoded images -> probabilities, with exactly the serving preprocessing."""
+    """Encoded images -> probabilities, through the serving signature's own preprocessing."""
     from pipeline import ops
 
     @tf.function
     def predict(encoded):
-        pixels = tf.map_fn(
-            lambda b: ops.preprocess_encoded(b, config.image_size, mode=config.resize_mode),
-            encoded, fn_output_signature=tf.TensorSpec(
-                [config.image_size, config.image_size, 3], tf.float32))
-        return tf.nn.softmax(tf.cast(model(pixels, training=False), tf.float32))
+        pixels = export_lib.decode_batch(encoded, image_size=config.image_size,
+                                         resize_mode=config.resize_mode)
+        return tf.nn.softmax(tf.cast(model(ops.rescale(pixels), training=False), tf.float32))
 
     return lambda encoded: predict(encoded).numpy()

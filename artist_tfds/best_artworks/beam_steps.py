@@ -1,0 +1,88 @@
+"""The build under Apache Beam: workers decode, one step plans, each split selects its examples.
+
+Same functions as the default build (images.process, plan.make_plan), so the
+same manual_dir gives the same examples in the same splits.
+"""
+
+from collections.abc import Iterator
+
+import apache_beam as beam
+
+from artist_tfds.best_artworks import catalog as catalog_lib
+from artist_tfds.best_artworks import images
+from artist_tfds.best_artworks import plan as plan_lib
+from artist_tfds.best_artworks import report
+
+
+def _normalise(candidate: catalog_lib.Candidate, stored: images.StoredSize):
+    outcome, jpeg = images.process(candidate.key, candidate.path, stored)
+    return candidate, outcome, jpeg
+
+
+def _outcome(record) -> images.Outcome:
+    return record[1]
+
+
+def _plan(outcomes, catalog: catalog_lib.Catalog, info: dict) -> plan_lib.Plan:
+    return plan_lib.make_plan(catalog, outcomes, info=info)
+
+
+def _write_report(plan: plan_lib.Plan, path: str) -> None:
+    report.write(plan.report, path)
+
+
+def _select(record, split: str, plan: plan_lib.Plan) -> Iterator[tuple[str, dict]]:
+    candidate, outcome, jpeg = record
+    if not outcome.skip and plan.split_of.get(candidate.key) == split:
+        yield candidate.key, candidate.example(jpeg)
+
+
+class SharedBuild:
+    """Decodes every candidate once per pipeline and hands each split its share.
+
+    TFDS applies one PTransform per split; the first to expand builds the
+    shared decode + plan steps, the others reuse their PCollections.
+    """
+
+    def __init__(self, catalog: catalog_lib.Catalog, *, stored: images.StoredSize,
+                 info: dict, report_path: str):
+        self._catalog = catalog
+        self._stored = stored
+        self._info = info
+        self._report_path = report_path
+        self._built = {}
+
+    def outputs(self, pipeline: beam.Pipeline):
+        """(decoded records, plan singleton), built on the first call per pipeline."""
+        if id(pipeline) not in self._built:
+            records = (
+                pipeline
+                | "ListCandidates" >> beam.Create(self._catalog.candidates)
+                # Create emits from one worker; reshuffle spreads the decoding.
+                | "Spread" >> beam.Reshuffle()
+                | "Normalise" >> beam.Map(_normalise, stored=self._stored)
+            )
+            plan = (
+                records
+                | "Outcomes" >> beam.Map(_outcome)
+                | "AllOutcomes" >> beam.combiners.ToList()
+                | "Plan" >> beam.Map(_plan, catalog=self._catalog, info=self._info)
+            )
+            _ = plan | "WriteReport" >> beam.Map(_write_report, path=self._report_path)
+            self._built[id(pipeline)] = (records, plan)
+        return self._built[id(pipeline)]
+
+    def split(self, name: str) -> beam.PTransform:
+        return _SelectSplit(self, name)
+
+
+class _SelectSplit(beam.PTransform):
+    def __init__(self, shared: SharedBuild, split: str):
+        super().__init__()
+        self._shared = shared
+        self._split = split
+
+    def expand(self, pbegin):
+        records, plan = self._shared.outputs(pbegin.pipeline)
+        return records | "Select" >> beam.FlatMap(
+            _select, split=self._split, plan=beam.pvalue.AsSingleton(plan))

@@ -191,3 +191,18 @@ def test_evaluate_cli_on_exported_model(tiny_data_dir, tmp_path):
     # The served model and the trained model agree on the test split.
     assert standalone["confusion_matrix"] == in_training["confusion_matrix"]
     assert standalone["examples"] == 12
+
+
+def test_artist_metadata_comes_from_the_dataset(tmp_path):
+    import tensorflow_datasets as tfds
+
+    from trainer import train_lib
+
+    dummy = os.path.join(ROOT, "artist_tfds", "best_artworks", "dummy_data")
+    builder = tfds.builder("best_artworks/all", data_dir=str(tmp_path))
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=dummy))
+    metadata = train_lib.artist_metadata(builder)
+    assert set(metadata) == set(builder.info.features["label"].names)
+    assert metadata["Albrecht Dürer"]["years"] == "1471 - 1528"
+    assert metadata["Vincent van Gogh"]["nationality"] == "Dutch"
+    assert metadata["Edvard Munch"]["genre"] == ""  # No artists.csv row: kept, empty.

@@ -308,6 +308,7 @@ def finish(config: TrainConfig, workdir: str, builder, model: keras.Model, *,
         report.plot_curves(os.path.join(workdir, METRICS_CSV), os.path.join(workdir, "curves.png"))
     export_lib.export_model(
         model, os.path.join(workdir, SAVED_MODEL), artist_names=artists,
+        artist_metadata=artist_metadata(builder),
         image_size=config.image_size, resize_mode=config.resize_mode, top_k=config.top_k,
         metadata={"dataset": builder.info.full_name, "metrics": metrics,
                   "config": config.to_dict()})
@@ -318,6 +319,24 @@ def finish(config: TrainConfig, workdir: str, builder, model: keras.Model, *,
         json.dump(metrics, f, indent=2)
     shutil.rmtree(os.path.join(workdir, BACKUP), ignore_errors=True)
     return metrics
+
+
+def artist_metadata(builder) -> dict[str, dict]:
+    """{artist: {years, genre, ...}} from the dataset's `artist` feature, if it has one."""
+    if "artist" not in builder.info.features:
+        return {}
+    import tensorflow_datasets as tfds
+
+    names = pipeline.artist_names(builder)
+    found: dict[str, dict] = {}
+    ds = builder.as_dataset(split="train", decoders={"image": tfds.decode.SkipDecoding()})
+    for example in ds.map(lambda f: (f["label"], f["artist"])).as_numpy_iterator():
+        label, fields = example
+        found.setdefault(names[label], {k: v.decode() if isinstance(v, bytes) else v
+                                        for k, v in fields.items()})
+        if len(found) == len(names):
+            break
+    return found
 
 
 def keras_predict_fn(model: keras.Model, config: TrainConfig) -> evaluation.PredictFn:

@@ -1,5 +1,7 @@
 """Pure preprocessing ops shared by training, evaluation and serving."""
 
+import math
+
 import tensorflow as tf
 
 Features = dict[str, tf.Tensor]
@@ -38,6 +40,24 @@ def resize(image: tf.Tensor, image_size: int, *, mode: str = "stretch") -> tf.Te
     return tf.cast(tf.round(tf.clip_by_value(resized, 0.0, 255.0)), tf.uint8)
 
 
+def fit_within(image: tf.Tensor, max_side: int) -> tf.Tensor:
+    """uint8 [H, W, 3] -> the same, shrunk (antialiased, aspect kept) so no side exceeds `max_side`.
+
+    Images already small enough pass through untouched: the training warp
+    resamples them once, straight from the decoded pixels.
+    """
+    shape = tf.shape(image)
+    longer = tf.maximum(shape[0], shape[1])
+
+    def shrink():
+        scale = max_side / tf.cast(longer, tf.float32)
+        size = tf.maximum(tf.cast(tf.round(tf.cast(shape[:2], tf.float32) * scale), tf.int32), 1)
+        resized = tf.image.resize(image, tf.minimum(size, max_side), antialias=True)
+        return tf.cast(tf.round(tf.clip_by_value(resized, 0.0, 255.0)), tf.uint8)
+
+    return tf.cond(longer > max_side, shrink, lambda: image)
+
+
 def rescale(images: tf.Tensor) -> tf.Tensor:
     """The one place that defines pixel scale: [0, 255] -> float32 [0, 1]."""
     return tf.cast(images, tf.float32) / 255.0
@@ -58,9 +78,70 @@ def decode_and_resize(
     return {**features, "image": image}
 
 
+def decode_within(features: Features, *, max_side: int) -> Features:
+    """Decodes `image` at (at most) `max_side` and records its size, for the training warp."""
+    image = fit_within(decode_image(features["image"]), max_side)
+    return {**features, "image": image, "size": tf.shape(image)[:2]}
+
+
+def padded_length(count: tf.Tensor) -> tf.Tensor:
+    """The smallest of 8 lengths per octave that exceeds `count` (int32).
+
+    Flat pixel buffers padded to it come in few shapes, so XLA compiles the
+    warp a few times rather than once per batch; at most 1/8 of a buffer is
+    padding. Strictly greater: the right tap of a last 1-pixel column stays
+    inside the buffer.
+    """
+    octave = tf.math.floor(tf.math.log(tf.cast(count, tf.float32) + 1.0) / math.log(2.0))
+    step = tf.cast(2.0 ** tf.maximum(octave - 3.0, 0.0), tf.int32)
+    return (count + step) // step * step
+
+
+def flat_pixels(images: list[tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """uint8 [h, w, 3] paintings -> (pixels [padded_length, 3], offsets [B], sizes [B, 2]).
+
+    Painting b's pixels lie row-major from offsets[b]: the layout
+    `augment.random_resized_augment` takes. One concat, padding included.
+    """
+    sizes = tf.stack([tf.shape(image)[:2] for image in images])
+    lengths = sizes[:, 0] * sizes[:, 1]
+    total = tf.reduce_sum(lengths)
+    padding = tf.zeros([padded_length(total) - total, 3], tf.uint8)
+    pixels = tf.concat([tf.reshape(image, [-1, 3]) for image in images] + [padding], axis=0)
+    return pixels, tf.cumsum(lengths, exclusive=True), sizes
+
+
+def decode_batch_within(features: Features, *, max_side: int) -> Features:
+    """A batch of encoded `image`s (static size B) -> `pixels`, `offset`s, `size`s.
+
+    Each painting decoded at (at most) `max_side`, then laid out by
+    `flat_pixels` with no padding to a common size. One graph of B
+    independent decodes and one concat:
+    cheaper than decoding per element and `ragged_batch` (measured 0.40 vs
+    0.67 ms of CPU per 224-px painting).
+    """
+    encoded = features["image"]
+    images = [fit_within(decode_image(encoded[i]), max_side) for i in range(encoded.shape[0])]
+    pixels, offsets, sizes = flat_pixels(images)
+    rest = {k: v for k, v in features.items() if k != "image"}
+    return {**rest, "pixels": pixels, "offset": offsets, "size": sizes}
+
+
+def ragged_to_pixels(features: Features) -> Features:
+    """`ragged_batch`ed paintings (`image` [B, (h*w), 3], `size`) -> the `flat_pixels` layout."""
+    ragged = features["image"]
+    count = tf.shape(ragged.values)[0]
+    pixels = tf.pad(ragged.values, [[0, padded_length(count) - count], [0, 0]])
+    rest = {k: v for k, v in features.items() if k != "image"}
+    return {**rest, "pixels": pixels, "offset": ragged.row_splits[:-1]}
+
+
+def to_labels(labels: tf.Tensor, *, num_classes: int, one_hot: bool) -> tf.Tensor:
+    """Integer labels, or float32 one-hot rows (the original recipe's) when `one_hot`."""
+    return tf.one_hot(labels, num_classes, dtype=tf.float32) if one_hot else labels
+
+
 def to_inputs(features: Features, *, num_classes: int, one_hot: bool) -> tuple:
     """Feature dict -> the (images in [0, 1], labels) pair `model.fit` takes."""
-    labels = features["label"]
-    if one_hot:
-        labels = tf.one_hot(labels, num_classes, dtype=tf.float32)
+    labels = to_labels(features["label"], num_classes=num_classes, one_hot=one_hot)
     return rescale(features["image"]), labels

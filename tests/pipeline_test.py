@@ -205,3 +205,104 @@ def test_load_builder_errors(tmp_path, tiny_data_dir):
     with pytest.raises(pipeline.DatasetError, match="tfds build"):
         pipeline.load_builder("sample_paintings/tiny", data_dir=str(tmp_path))
     assert pipeline.load_builder("sample_paintings/tiny", data_dir=tiny_data_dir).is_prepared()
+
+
+def fingerprints(ds) -> list[tuple[int, float]]:
+    """Sorted (label, pixel sum) of every image of one pass."""
+    return sorted((int(y), round(float(np.sum(x)), 3)) for xs, ys in ds for x, y in zip(xs, ys))
+
+
+def test_training_without_augmentation_sees_the_evaluation_pixels(tiny_builder):
+    kwargs = dict(batch_size=6, image_size=20)  # 36 = 6 full batches: nothing dropped.
+    train = pipeline.create_split(tiny_builder, "train", training=True, seed=1,
+                                  augment=augment.NO_AUGMENTATION, **kwargs)
+    evaluation = pipeline.create_split(tiny_builder, "train", training=False, **kwargs)
+    assert fingerprints(train) == fingerprints(evaluation)
+
+
+def test_device_path_batches_are_the_unaugmented_host_batches(tiny_builder):
+    kwargs = dict(batch_size=8, image_size=24, training=True, seed=2)
+    device = next(iter(pipeline.create_split(tiny_builder, "train", augment_on="device",
+                                             **kwargs)))
+    plain = next(iter(pipeline.create_split(tiny_builder, "train",
+                                            augment=augment.NO_AUGMENTATION, **kwargs)))
+    np.testing.assert_array_equal(device[0], plain[0])
+    np.testing.assert_array_equal(device[1], plain[1])
+    augmented = augment.DeviceAugmentation(seed=2)(device[0], training=True)
+    assert augmented.shape == device[0].shape and not np.allclose(augmented, device[0])
+
+
+def test_host_augmentation_cached_equals_streamed(tiny_builder):
+    kwargs = dict(batch_size=12, image_size=24, training=True, seed=4)
+    streamed = [b for b in pipeline.create_split(tiny_builder, "train", **kwargs)]
+    cached = [b for b in pipeline.create_split(tiny_builder, "train", cache=True, **kwargs)]
+    assert len(streamed) == len(cached) == 3
+    for (x1, y1), (x2, y2) in zip(streamed, cached):
+        np.testing.assert_array_equal(y1, y2)
+        np.testing.assert_allclose(x1, x2, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["stretch", "crop"])
+def test_host_augmentation_one_hot_and_resize_modes(tiny_builder, mode):
+    ds = pipeline.create_split(tiny_builder, "train", batch_size=8, image_size=28, training=True,
+                               one_hot=True, resize_mode=mode, max_side=100)
+    images, labels = next(iter(ds))
+    assert images.shape == (8, 28, 28, 3) and labels.shape == (8, 6)
+    assert 0.0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 1.0
+    np.testing.assert_array_equal(labels.numpy().sum(axis=1), np.ones(8))
+
+
+def test_create_split_rejects_unknown_options(tiny_builder):
+    for bad in (dict(augment_on="gpu"), dict(resize_mode="squash"), dict(max_side=0)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            pipeline.create_split(tiny_builder, "train", batch_size=4, training=True, **bad)
+
+
+FIRST_BATCHES = """
+import hashlib, sys
+import numpy as np
+import pipeline
+builder = pipeline.load_builder("sample_paintings/tiny", data_dir=sys.argv[1])
+ds = pipeline.create_split(builder, "train", batch_size=12, image_size=24, training=True, seed=9)
+digest = hashlib.sha256()
+for _ in range(2):  # Two epochs: the second reshuffles and re-augments.
+    for images, labels in ds:
+        digest.update(np.round(images.numpy() * 255).astype(np.uint8).tobytes())
+        digest.update(labels.numpy().tobytes())
+print(digest.hexdigest())
+"""
+
+
+def test_same_seed_same_batches_in_a_fresh_process(tiny_builder, tiny_data_dir):
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    ds = pipeline.create_split(tiny_builder, "train", batch_size=12, image_size=24,
+                               training=True, seed=9)
+    digest = hashlib.sha256()
+    for _ in range(2):
+        for images, labels in ds:
+            digest.update(np.round(images.numpy() * 255).astype(np.uint8).tobytes())
+            digest.update(labels.numpy().tobytes())
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    other = subprocess.run([sys.executable, "-c", FIRST_BATCHES, tiny_data_dir], env=env,
+                           capture_output=True, text=True, check=True, cwd=root)
+    assert other.stdout.strip().splitlines()[-1] == digest.hexdigest()
+
+
+def test_device_augmentation_trains_inside_fit_and_advances_its_seed(tiny_builder):
+    import keras
+
+    ds = pipeline.create_split(tiny_builder, "train", batch_size=12, image_size=16,
+                               training=True, augment_on="device")
+    layer = augment.DeviceAugmentation(augment.AugmentConfig(), seed=5)
+    inputs = keras.Input((16, 16, 3))
+    outputs = keras.layers.Dense(6)(keras.layers.Flatten()(layer(inputs)))
+    model = keras.Model(inputs, outputs)
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = model.fit(ds, epochs=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    assert layer.seed_generator.state.numpy().tolist() == [5, 6]  # 2 epochs x 3 steps.

@@ -206,3 +206,29 @@ def test_artist_metadata_comes_from_the_dataset(tmp_path):
     assert metadata["Albrecht Dürer"]["years"] == "1471 - 1528"
     assert metadata["Vincent van Gogh"]["nationality"] == "Dutch"
     assert metadata["Edvard Munch"]["genre"] == ""  # No artists.csv row: kept, empty.
+
+
+@pytest.mark.parametrize("overrides", [
+    {"augment_on": "device", "balance": "class_weight", "label_smoothing": 0.1,
+     "optimizer": "adamw", "schedule": "cosine", "warmup_epochs": 1, "epochs": 2},
+    {"balance": "resample", "precision": "mixed_bfloat16", "optimizer": "sgd", "momentum": 0.9,
+     "model": "resnet_small", "early_stopping_patience": 1, "epochs": 2},
+    {"model": "backbone", "backbone": "mobilenetv3small", "weights": "LOCAL", "freeze_epochs": 1,
+     "epochs": 2, "image_size": 48},
+], ids=["device_augment_class_weight_smoothing", "resample_bf16_sgd", "backbone_fine_tune"])
+def test_training_options_run_end_to_end(overrides, tiny_data_dir, tmp_path):
+    from trainer import train_lib
+
+    if overrides.get("weights") == "LOCAL":
+        base = keras.applications.MobileNetV3Small(include_top=False, weights=None,
+                                                   input_shape=(48, 48, 3), pooling="avg")
+        overrides = {**overrides, "weights": str(tmp_path / "backbone.weights.h5")}
+        base.save_weights(overrides["weights"])
+    config = configs.resolve("original", {"dataset": TINY, "data_dir": tiny_data_dir,
+                                          "image_size": 32, "batch_size": 6, **overrides})
+    metrics = train_lib.train_and_evaluate(config, str(tmp_path / "run"))
+    assert metrics["test_examples"] == 12 and 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert 1 <= metrics["epochs_run"] <= config.epochs
+    with open(tmp_path / "run" / "config.json") as f:
+        assert json.load(f) == config.to_dict()
+    assert keras.mixed_precision.global_policy().name == "float32"  # Restored afterwards.

@@ -258,9 +258,10 @@ def create_inputs(config: TrainConfig, builder, model: keras.Model):
     options = dict(batch_size=config.batch_size, image_size=config.image_size,
                    seed=config.seed, resize_mode=config.resize_mode,
                    one_hot=bool(config.label_smoothing), deterministic=config.deterministic)
-    train_options = dict(augment=augment_config(config), cache=config.cache)
-    train_options.update(_newer_pipeline_options(config))
-    train_ds = pipeline.create_split(builder, "train", training=True, **options, **train_options)
+    train_ds = pipeline.create_split(
+        builder, "train", training=True, augment=augment_config(config),
+        augment_on=config.augment_on, balance=config.balance, cache=config.cache,
+        tf_data_service=config.tf_data_service, **options)
     val_ds = None
     if "validation" in builder.info.splits:
         val_ds = pipeline.create_split(builder, "validation", training=False,
@@ -275,17 +276,6 @@ def create_inputs(config: TrainConfig, builder, model: keras.Model):
     if config.balance == "class_weight":
         class_weight = pipeline.class_weights(builder, "train")
     return train_ds, val_ds, fit_model, class_weight
-
-
-def _newer_pipeline_options(config: TrainConfig) -> dict:
-    options = {}
-    if config.balance == "resample":
-        options["balance"] = "resample"
-    if config.augment and config.augment_on == "device":
-        options["augment_on"] = "device"
-    if config.tf_data_service:
-        options["tf_data_service"] = config.tf_data_service
-    return options
 
 
 def finish(config: TrainConfig, workdir: str, builder, model: keras.Model, *,

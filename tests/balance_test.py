@@ -1,0 +1,88 @@
+"""Class balance on a deliberately skewed tiny dataset: label counts, class weights, resampling."""
+
+import collections
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+import pipeline
+from artist_tfds import features as features_lib
+from pipeline import augment
+from tests.conftest import encode
+
+COUNTS = (60, 12, 6)  # Paintings per artist in `train`: as skewed as the Kaggle set's tail.
+
+
+class SkewedPaintings(tfds.core.GeneratorBasedBuilder):
+    """Three artists, 60 / 12 / 6 tiny training paintings; 2 each in `test`."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self, features=features_lib.painting_features(["A", "B", "C"]),
+            supervised_keys=("image", "label"))
+
+    def _split_generators(self, dl_manager):
+        del dl_manager
+        return {"train": self._generate_examples(COUNTS), "test": self._generate_examples((2,) * 3)}
+
+    def _generate_examples(self, counts):
+        for label, count in enumerate(counts):
+            for i in range(count):
+                # A distinct flat grey per painting: its mean identifies it.
+                image = np.full((12, 16, 3), 3 * i + 1, np.uint8)
+                yield f"{label}/{i}", {"image": encode(image, "PNG"), "label": label,
+                                       "file_name": f"{label}_{i}.png"}
+
+
+@pytest.fixture(scope="module")
+def skewed_builder(tmp_path_factory):
+    builder = SkewedPaintings(data_dir=str(tmp_path_factory.mktemp("skewed")))
+    builder.download_and_prepare()
+    return builder
+
+
+def test_label_counts_and_class_weights(skewed_builder):
+    assert pipeline.label_counts(skewed_builder, "train").tolist() == list(COUNTS)
+    weights = pipeline.class_weights(skewed_builder, "train")
+    assert weights == pytest.approx({0: 78 / (3 * 60), 1: 78 / (3 * 12), 2: 78 / (3 * 6)})
+    # Weighted, every artist counts the same.
+    assert {round(w * n, 6) for w, n in zip(weights.values(), COUNTS)} == {26.0}
+
+
+def epochs(builder, balance, n=3, seed=0):
+    ds = pipeline.create_split(builder, "train", batch_size=6, image_size=8, training=True,
+                               seed=seed, augment=augment.NO_AUGMENTATION, balance=balance)
+    return [[(int(y), round(float(np.mean(x)) * 255)) for xs, ys in ds for x, y in zip(xs, ys)]
+            for _ in range(n)]
+
+
+def test_resample_gives_near_uniform_labels_and_keeps_epoch_size(skewed_builder):
+    resampled = epochs(skewed_builder, "resample")
+    assert [len(e) for e in resampled] == [78] * 3  # The split's size: 13 full batches.
+    counts = collections.Counter(label for epoch in resampled for label, _ in epoch)
+    assert min(counts.values()) / max(counts.values()) > 0.7, counts
+    plain = collections.Counter(label for label, _ in epochs(skewed_builder, "none", n=1)[0])
+    assert plain == dict(enumerate(COUNTS))  # Without it: as skewed as the data.
+
+
+def test_resample_draws_afresh_each_epoch_and_repeats_with_the_seed(skewed_builder):
+    first = epochs(skewed_builder, "resample", n=2)
+    again = epochs(skewed_builder, "resample", n=2)
+    assert first == again  # Same seed, same batches.
+    common = [{key for key in epoch if key[0] == 0} for epoch in first]
+    assert common[0] != common[1]  # The common artist: a different subset each epoch.
+
+
+def test_balance_is_validated(skewed_builder):
+    with pytest.raises(ValueError, match="balance"):
+        pipeline.create_split(skewed_builder, "train", batch_size=6, training=True,
+                              balance="oversample")
+    # class_weight leaves the data as it is (the weights go to `fit`).
+    ds = pipeline.create_split(skewed_builder, "test", batch_size=6, image_size=8,
+                               training=False, balance="class_weight")
+    assert sorted(int(y) for _, ys in ds for y in ys) == [0, 0, 1, 1, 2, 2]
+    assert tf.is_tensor(next(iter(ds))[1])

@@ -27,7 +27,7 @@ $(VENV)/.installed-test: $(VENV)/.installed
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(BIN)/tfds build artist_tfds/sample_paintings --data_dir=$(DATA_DIR)
+	$(BIN)/tfds build artist_tfds/sample_paintings --config=default --data_dir=$(DATA_DIR)
 	$(BIN)/python train.py $(DEMO_FLAGS) --data_dir=$(DATA_DIR) --workdir=$(WORKDIR)
 	$(BIN)/python -m pipeline.samples --dataset=sample_paintings --data_dir=$(DATA_DIR) \
 	  --split=test --per_artist=1 --out=$(DEMO)/samples

@@ -215,7 +215,9 @@ def test_artist_metadata_comes_from_the_dataset(tmp_path):
      "model": "resnet_small", "early_stopping_patience": 1, "epochs": 2},
     {"model": "backbone", "backbone": "mobilenetv3small", "weights": "LOCAL", "freeze_epochs": 1,
      "epochs": 2, "image_size": 48},
-], ids=["device_augment_class_weight_smoothing", "resample_bf16_sgd", "backbone_fine_tune"])
+    {"strategy": "mirrored", "jit_compile": True, "epochs": 1},
+], ids=["device_augment_class_weight_smoothing", "resample_bf16_sgd", "backbone_fine_tune",
+        "mirrored_xla"])
 def test_training_options_run_end_to_end(overrides, tiny_data_dir, tmp_path):
     from trainer import train_lib
 

@@ -184,6 +184,9 @@ def create_split(
             # An epoch keeps the split's size, so the trainer's epochs mean the
             # same; seed + 1 keeps the coins apart from the augmentation seeds.
             ds = balance_lib.resample(ds, counts, seed=seed + 1).take(num_examples)
+            # Exactly `num_examples` from an endless stream: say so, so that Keras
+            # knows the epoch length instead of discovering it (with a warning).
+            ds = ds.apply(tf.data.experimental.assert_cardinality(num_examples))
 
     if fused_warp:
         ds = _batch_paintings(ds, batch_size, decoded=bool(cache), max_side=decode_side,

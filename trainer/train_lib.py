@@ -219,7 +219,7 @@ def fit_phases(config: TrainConfig, workdir: str, model: keras.Model, fit_model:
         fit_model.fit(
             train_ds, validation_data=val_ds, initial_epoch=start, epochs=end,
             callbacks=create_callbacks(config, workdir, phase=phase, monitor=monitor),
-            class_weight=class_weight, verbose=2)
+            class_weight=class_weight, shuffle=False, verbose=2)  # tf.data shuffles.
         if fit_model.stop_training:  # Early stopping or budget: no later phase either.
             break
 

@@ -202,7 +202,9 @@ def create_split(
             ds = ds.map(decode, **parallel)
         # Batch first: one vectorised op per batch beats one op per image.
         ds = ds.batch(batch_size, drop_remainder=training, **parallel)
-        ds = ds.map(lambda f: (ops.rescale(f["image"]), to_labels(f["label"])), **parallel)
+        to_inputs = functools.partial(ops.to_inputs, num_classes=num_classes(builder),
+                                      one_hot=one_hot)
+        ds = ds.map(to_inputs, **parallel)
         if host_augment:  # Contrast only: no warp, the images are already resized.
             ds = tf.data.Dataset.zip(ds, augment_lib.batch_seeds(seed)).map(
                 lambda batch, s: (augment_lib.random_augment(batch[0], s, augment), batch[1]),

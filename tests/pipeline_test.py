@@ -48,6 +48,23 @@ def test_resize_crop_keeps_centre_and_stretch_keeps_all():
     np.testing.assert_array_equal(stretch[5, [0, 4, 8]], [(255, 0, 0), (0, 255, 0), (0, 0, 255)])
 
 
+def test_resize_averages_where_it_shrinks_and_interpolates_where_it_grows():
+    # Every 4th row bright: shrinking 4x must average it to flat grey (plain
+    # bilinear sampling falls between the bright rows and returns black).
+    rows = np.where(np.arange(40) % 4 == 0, 200, 0).astype(np.uint8)
+    image = np.broadcast_to(rows[:, None, None], (40, 8, 3))
+    resized = ops.resize(tf.constant(image), 10).numpy().astype(int)
+    # Rows 40 -> 10 (shrink: box average of 4 rows), columns 8 -> 10 (grow).
+    np.testing.assert_array_equal(resized, 50)
+    ramp = np.repeat(np.linspace(0, 200, 5).astype(np.uint8)[None, :, None], 3, axis=2)
+    grown = ops.resize(tf.constant(np.repeat(ramp, 5, axis=0)), 5).numpy().astype(int)
+    np.testing.assert_array_equal(grown[0, :, 0], [0, 50, 100, 150, 200])  # Same size: exact.
+    wider = ops.resize(tf.constant(np.repeat(ramp, 9, axis=0)), 9).numpy().astype(int)
+    # 5 -> 9 columns bilinearly (half-pixel centres): monotone, ends kept.
+    assert wider[0, 0, 0] == 0 and wider[0, -1, 0] == 200
+    assert (np.diff(wider[0, :, 0]) >= 0).all() and len(set(wider[0, :, 0])) > 5
+
+
 def test_resize_rejects_unknown_mode():
     with pytest.raises(ValueError, match="resize mode"):
         ops.resize(tf.zeros([4, 4, 3], tf.uint8), 2, mode="squash")

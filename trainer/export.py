@@ -187,7 +187,8 @@ def build_metadata(
                 "" if jpeg_downscale_margin is None else
                 f"; JPEGs whose shorter side is at least {2 * jpeg_downscale_margin:g} x "
                 f"{image_size} px decoded at 1/2, 1/4 or 1/8 scale by libjpeg"),
-            "resize": f"{resize_mode} to {image_size}x{image_size}, antialiased, rounded to uint8",
+            "resize": (f"{resize_mode} to {image_size}x{image_size}: area-averaged where it shrinks, "
+                       "bilinear where it grows, rounded to uint8"),
             "rescale": "float32 = uint8 / 255, values in [0, 1]",
             "accepted_formats": SUPPORTED_FORMATS,
             "max_pixels": max_pixels,

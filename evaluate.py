@@ -37,7 +37,9 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     import pipeline
+    from pipeline import memory
 
+    memory.tune_malloc()
     if not os.path.isdir(FLAGS.model_dir):
         sys.exit(f"evaluate: error: no SavedModel directory at {FLAGS.model_dir}")
     out_dir = FLAGS.out_dir or os.path.join(

@@ -119,8 +119,10 @@ def main(argv):
         sys.exit(f"train.py: error: {e}")
     # Imported after flag checks: --help and flag errors come back without TensorFlow.
     import pipeline
+    from pipeline import memory
     from trainer import train_lib
 
+    memory.tune_malloc()  # Large batches without page faults: see pipeline/memory.py.
     try:
         metrics = train_lib.train_and_evaluate(config, FLAGS.workdir, overwrite=FLAGS.overwrite)
     except (pipeline.DatasetError, train_lib.WorkdirError, config_lib.ConfigError) as e:

@@ -49,6 +49,8 @@ flags.DEFINE_integer("memory_epochs", 4, "Full passes of (d) over the split befo
                      "printing peak resident memory after each (0: skip).", lower_bound=0)
 flags.DEFINE_string("stages", "abcd", "Which stages to time.")
 flags.DEFINE_integer("seed", 0, "Seed.")
+flags.DEFINE_bool("tune_malloc", True, "Apply `pipeline.memory.tune_malloc` (as train.py does) "
+                  "to this process, hence to every stage alike.")
 
 
 def peak_rss_mb() -> float:
@@ -165,7 +167,10 @@ def main(argv):
     import statistics
 
     import pipeline
-    from pipeline import augment
+    from pipeline import augment, memory
+
+    if FLAGS.tune_malloc:
+        print(f"malloc tuned for large batches: {memory.tune_malloc()}", flush=True)
 
     if "a" in FLAGS.stages and not FLAGS.source_dir:
         raise app.UsageError("stage a (the recipe) needs --source_dir")

@@ -77,8 +77,10 @@ def summary(metrics: dict) -> dict:
 def main(argv):
     del argv
     import configs
+    from pipeline import memory
     from trainer import train_lib
 
+    memory.tune_malloc()  # As train.py: both recipes run with it.
     data_dir = os.path.join(FLAGS.workdir, "data")
     dataset = build_dataset(FLAGS.source_dir, data_dir, FLAGS.dataset_config)
     common = {"dataset": dataset, "data_dir": data_dir, "seed": FLAGS.seed}

@@ -1,5 +1,10 @@
 """Pipeline ops, augmentation and create_split, eagerly and inside tf.data."""
 
+import os
+import platform
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -323,3 +328,13 @@ def test_device_augmentation_trains_inside_fit_and_advances_its_seed(tiny_builde
     history = model.fit(ds, epochs=2, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
     assert layer.seed_generator.state.numpy().tolist() == [5, 6]  # 2 epochs x 3 steps.
+
+
+def test_tune_malloc_applies_on_glibc_and_can_be_turned_off():
+    script = "from pipeline import memory; print(memory.tune_malloc())"
+    env = {**os.environ, "ARTIST_ID_DEFAULT_MALLOC": ""}
+    run = lambda env: subprocess.run([sys.executable, "-c", script], env=env, check=True,
+                                     capture_output=True, text=True).stdout.strip()
+    if platform.libc_ver()[0] == "glibc":
+        assert run(env) == "True"
+    assert run({**env, "ARTIST_ID_DEFAULT_MALLOC": "1"}) == "False"

@@ -1,5 +1,6 @@
 """Recipes, flag validation, models, the report's numbers, and resuming a killed run."""
 
+import csv
 import json
 import os
 import signal
@@ -172,6 +173,28 @@ def test_sigkilled_run_resumes_from_last_epoch(tiny_data_dir, tmp_path):
     for name in ("test_metrics.json", "report.md", "saved_model/saved_model.pb", "curves.png"):
         assert os.path.exists(os.path.join(workdir, name)), name
     assert not os.path.exists(os.path.join(workdir, "backup"))
+    # The run's cost counts the epochs before the kill too (a CPU budget survives resumption).
+    with open(os.path.join(workdir, "metrics.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert all(float(row["epoch_cpu_seconds"]) > 0 for row in rows)
+    with open(os.path.join(workdir, "test_metrics.json")) as f:
+        metrics = json.load(f)
+    assert metrics["train_cpu_seconds"] == pytest.approx(
+        sum(float(row["epoch_cpu_seconds"]) for row in rows), abs=0.1)
+
+
+def test_cpu_budget_counts_earlier_runs_and_stops_before_overrunning():
+    from trainer import train_lib
+
+    class Model:
+        stop_training = False
+
+    budget = train_lib.CpuBudget(100.0, used=60.0, epochs=3)  # 20 s an epoch so far.
+    budget.set_model(Model())
+    budget.on_epoch_end(3, {"epoch_cpu_seconds": 20.0})  # 80 used; one more -> 100: fits.
+    assert not budget.model.stop_training
+    budget.on_epoch_end(4, {"epoch_cpu_seconds": 20.0})  # 100 used; one more would overrun.
+    assert budget.model.stop_training
 
 
 def test_evaluate_cli_on_exported_model(tiny_data_dir, tmp_path):

@@ -114,34 +114,46 @@ def best_so_far(metrics_csv: str, monitor: str) -> float | None:
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Adds `epoch_seconds` to the logs, so metrics.csv says what each epoch cost."""
+    """Adds `epoch_seconds` and `epoch_cpu_seconds` to the logs: metrics.csv says what each
+    epoch cost, and a resumed run still knows what the epochs before the interruption cost.
+
+    CPU time counts all threads of this process; an epoch includes its validation pass.
+    """
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
+        self._start, self._cpu_start = time.perf_counter(), time.process_time()
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["epoch_seconds"] = time.perf_counter() - self._start
+            logs["epoch_cpu_seconds"] = time.process_time() - self._cpu_start
+
+
+def epoch_costs(metrics_csv: str) -> dict:
+    """Seconds and CPU seconds of every epoch logged so far, across interruptions."""
+    rows = _csv_rows(metrics_csv)
+    return {"train_seconds": round(sum(float(r.get("epoch_seconds") or 0) for r in rows), 1),
+            "train_cpu_seconds": round(sum(float(r.get("epoch_cpu_seconds") or 0) for r in rows), 1)}
 
 
 class CpuBudget(keras.callbacks.Callback):
     """Stops at an epoch end when one more epoch would overrun a CPU-time budget.
 
-    CPU time (all threads of this process), not wall time: on a shared machine
-    it measures the work done, not how busy the neighbours are.
+    CPU time (all threads of this process, as `EpochTimer` logs it, which must
+    run first), not wall time: on a shared machine it measures the work done,
+    not how busy the neighbours are. `used` is what earlier runs of this work
+    directory spent (a resumed run keeps its budget).
     """
 
-    def __init__(self, budget_seconds: float):
+    def __init__(self, budget_seconds: float, *, used: float = 0.0, epochs: int = 0):
         super().__init__()
-        self.budget = budget_seconds
-        self.start = time.process_time()
-        self.epochs = 0
+        self.budget, self.used, self.epochs = budget_seconds, used, epochs
 
     def on_epoch_end(self, epoch, logs=None):
         self.epochs += 1
-        used = time.process_time() - self.start
-        if used + used / self.epochs > self.budget:
-            logging.info("CPU budget: %.0f s used of %.0f s; stopping", used, self.budget)
+        self.used += (logs or {}).get("epoch_cpu_seconds", 0.0)
+        if self.used + self.used / self.epochs > self.budget:
+            logging.info("CPU budget: %.0f s used of %.0f s; stopping", self.used, self.budget)
             self.model.stop_training = True
 
 
@@ -162,7 +174,9 @@ def create_callbacks(config: TrainConfig, workdir: str, *, phase: int, monitor: 
         keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")),
     ]
     if config.cpu_budget_seconds:
-        callbacks.append(CpuBudget(config.cpu_budget_seconds))
+        callbacks.append(CpuBudget(config.cpu_budget_seconds,
+                                   used=epoch_costs(metrics_csv)["train_cpu_seconds"],
+                                   epochs=len(_csv_rows(metrics_csv))))
     if config.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=monitor, mode="max", patience=config.early_stopping_patience))
@@ -239,7 +253,6 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, overwrite: bool = F
     splits = builder.info.splits
     logging.info("%s: %d artists, %s", builder.info.full_name, len(artists),
                  ", ".join(f"{s} {splits[s].num_examples}" for s in splits))
-    start, cpu_start = time.perf_counter(), time.process_time()
     with precision_policy(config.precision), create_strategy(config.strategy).scope():
         model = build_model(config, len(artists))
         train_ds, val_ds, fit_model, class_weight = create_inputs(config, builder, model)
@@ -248,8 +261,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, overwrite: bool = F
                    num_classes=len(artists), class_weight=class_weight)
         if os.path.exists(os.path.join(workdir, BEST_WEIGHTS)):
             fit_model.load_weights(os.path.join(workdir, BEST_WEIGHTS))
-    timing = {"train_seconds": round(time.perf_counter() - start, 1),
-              "train_cpu_seconds": round(time.process_time() - cpu_start, 1)}
+    # Summed over metrics.csv: a resumed run counts the epochs before the interruption.
+    timing = epoch_costs(os.path.join(workdir, METRICS_CSV))
     return finish(config, workdir, builder, model, timing=timing)
 
 

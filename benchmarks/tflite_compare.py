@@ -2,7 +2,7 @@
 
     python benchmarks/tflite_compare.py --workdir=demo/workdir [--data_dir=demo/data]
 
-Reads `WORKDIR/config.json` and `WORKDIR/checkpoints/best.keras`, writes the
+Reads `WORKDIR/config.json` and `WORKDIR/checkpoints/best.weights.h5`, writes the
 float32 and dynamic-range quantised TFLite models with `export.export_tflite`
 (into `--out`, default a temporary folder), and classifies the test split of the
 run's dataset three ways on the same pixels (the pipeline's decode, resize and
@@ -40,22 +40,19 @@ def directory_size(path: str) -> int:
 
 
 def main() -> None:
-    import keras
     import tensorflow_datasets as tfds
 
     import artist_tfds  # noqa: F401  Registers the builders.
     from pipeline import ops
-    from trainer import export
+    from trainer import export, train_lib
 
     args = parse_args()
-    with open(os.path.join(args.workdir, "config.json"), encoding="utf-8") as f:
-        config = json.load(f)
-    model = keras.models.load_model(os.path.join(args.workdir, "checkpoints", "best.keras"))
-    size, mode = config["image_size"], config["resize_mode"]
+    config, model = train_lib.load_run(args.workdir, data_dir=args.data_dir)
+    size, mode = config.image_size, config.resize_mode
     out = args.out or tempfile.mkdtemp(prefix="tflite_")
     files = export.export_tflite(model, out, image_size=size)
 
-    builder = tfds.builder(config["dataset"], data_dir=args.data_dir or config["data_dir"])
+    builder = tfds.builder(config.dataset, data_dir=config.data_dir)
     ds = builder.as_dataset(split=args.split, decoders={"image": tfds.decode.SkipDecoding()})
     pixels, labels = [], []
     for example in ds.as_numpy_iterator():

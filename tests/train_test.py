@@ -54,6 +54,19 @@ def test_rerun_reuses_finished_run_and_refuses_other_config(trained):
         train_lib.train_and_evaluate(other, workdir)
 
 
+def test_load_run_restores_the_exported_model(trained):
+    import tensorflow as tf
+
+    config, workdir, _ = trained
+    loaded_config, model = train_lib.load_run(workdir)
+    assert loaded_config == config
+    pixels = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    served = tf.saved_model.load(os.path.join(workdir, "saved_model")).signatures["serve_pixels"]
+    expected = served(pixels=tf.constant(pixels))["probabilities"].numpy()
+    logits = model(pixels.astype(np.float32) / 255.0, training=False)
+    np.testing.assert_allclose(tf.nn.softmax(logits).numpy(), expected, atol=1e-5)
+
+
 def test_saved_model_serves_jpeg_bytes_in_a_fresh_process(trained, tiny_builder, tmp_path):
     _, workdir, _ = trained
     names = list(tiny_builder.info.features["label"].names)

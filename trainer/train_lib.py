@@ -2,6 +2,7 @@
 
 import contextlib
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -55,6 +56,24 @@ def prepare_workdir(config: TrainConfig, workdir: str, *, overwrite: bool) -> bo
     with open(config_path, "w", encoding="utf-8") as f:
         json.dump(config.to_dict(), f, indent=2)
     return False
+
+
+def load_run(workdir: str, *, data_dir: str | None = None) -> tuple[TrainConfig, keras.Model]:
+    """A finished (or interrupted) run's config and model with its best weights.
+
+    `data_dir` replaces the run's own when its dataset has moved.
+    """
+    with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
+        values = json.load(f)
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    config = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v
+                            for k, v in values.items() if k in fields})
+    if data_dir:
+        config = dataclasses.replace(config, data_dir=data_dir)
+    builder = pipeline.load_builder(config.dataset, data_dir=config.data_dir)
+    model = build_model(config, pipeline.num_classes(builder))
+    model.load_weights(os.path.join(workdir, BEST_WEIGHTS))
+    return config, model
 
 
 def augment_config(config: TrainConfig) -> augment_lib.AugmentConfig:

@@ -257,3 +257,13 @@ def test_training_options_run_end_to_end(overrides, tiny_data_dir, tmp_path):
     with open(tmp_path / "run" / "config.json") as f:
         assert json.load(f) == config.to_dict()
     assert keras.mixed_precision.global_policy().name == "float32"  # Restored afterwards.
+
+
+def test_curves_plot_a_run_without_validation(tmp_path):
+    # Keras' CSVLogger fills the val_* columns with "NA" when there is no validation split.
+    metrics_csv = tmp_path / "metrics.csv"
+    metrics_csv.write_text("epoch,accuracy,loss,val_accuracy,val_loss\n"
+                           "0,0.5,1.2,NA,NA\n1,0.75,0.8,NA,NA\n")
+    report.plot_curves(str(metrics_csv), str(tmp_path / "curves.png"))
+    with open(tmp_path / "curves.png", "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"

@@ -138,7 +138,9 @@ def plot_curves(metrics_csv: str, path: str) -> None:
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
     for ax, key in ((loss_ax, "loss"), (acc_ax, "accuracy")):
         for prefix, label in (("", "train"), ("val_", "validation")):
-            values = [float(row[prefix + key]) for row in rows if row.get(prefix + key)]
+            # Keras' CSVLogger writes val_* columns as "NA" when there is no validation split.
+            values = [float(row[prefix + key]) for row in rows
+                      if row.get(prefix + key) not in (None, "", "NA")]
             if values:
                 ax.plot(epochs[:len(values)], values, marker="o", markersize=3, label=label)
         ax.set_xlabel("epoch")

@@ -129,6 +129,12 @@ def plot_mistakes(
     return len(wrong)
 
 
+def csv_number(value: str | None) -> float | None:
+    """A metrics.csv cell as a number; None when empty or "NA" (Keras' CSVLogger writes
+    the val_* columns as "NA" when there is no validation split)."""
+    return None if value in (None, "", "NA") else float(value)
+
+
 def plot_curves(metrics_csv: str, path: str) -> None:
     """Loss and accuracy per epoch, training and validation, from metrics.csv."""
     with open(metrics_csv, encoding="utf-8") as f:
@@ -138,9 +144,7 @@ def plot_curves(metrics_csv: str, path: str) -> None:
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
     for ax, key in ((loss_ax, "loss"), (acc_ax, "accuracy")):
         for prefix, label in (("", "train"), ("val_", "validation")):
-            # Keras' CSVLogger writes val_* columns as "NA" when there is no validation split.
-            values = [float(row[prefix + key]) for row in rows
-                      if row.get(prefix + key) not in (None, "", "NA")]
+            values = [v for row in rows if (v := csv_number(row.get(prefix + key))) is not None]
             if values:
                 ax.plot(epochs[:len(values)], values, marker="o", markersize=3, label=label)
         ax.set_xlabel("epoch")

@@ -65,9 +65,9 @@ def load_run(workdir: str, *, data_dir: str | None = None) -> tuple[TrainConfig,
     """
     with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
         values = json.load(f)
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    config = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v
-                            for k, v in values.items() if k in fields})
+    # config.json is the run's TrainConfig.to_dict() (settings since removed are skipped).
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    config = TrainConfig(**{k: v for k, v in values.items() if k in fields})
     if data_dir:
         config = dataclasses.replace(config, data_dir=data_dir)
     builder = pipeline.load_builder(config.dataset, data_dir=config.data_dir)
@@ -128,7 +128,8 @@ def _csv_rows(metrics_csv: str) -> list[dict]:
 
 def best_so_far(metrics_csv: str, monitor: str) -> float | None:
     """Best `monitor` value logged before an interruption, so resuming keeps it."""
-    values = [float(row[monitor]) for row in _csv_rows(metrics_csv) if row.get(monitor)]
+    values = [v for row in _csv_rows(metrics_csv)
+              if (v := report.csv_number(row.get(monitor))) is not None]
     return max(values, default=None)
 
 
@@ -151,8 +152,12 @@ class EpochTimer(keras.callbacks.Callback):
 def epoch_costs(metrics_csv: str) -> dict:
     """Seconds and CPU seconds of every epoch logged so far, across interruptions."""
     rows = _csv_rows(metrics_csv)
-    return {"train_seconds": round(sum(float(r.get("epoch_seconds") or 0) for r in rows), 1),
-            "train_cpu_seconds": round(sum(float(r.get("epoch_cpu_seconds") or 0) for r in rows), 1)}
+
+    def total(column: str) -> float:
+        return round(sum(report.csv_number(row.get(column)) or 0.0 for row in rows), 1)
+
+    return {"train_seconds": total("epoch_seconds"),
+            "train_cpu_seconds": total("epoch_cpu_seconds")}
 
 
 class CpuBudget(keras.callbacks.Callback):

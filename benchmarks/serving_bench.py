@@ -51,8 +51,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--split", default="test")
     parser.add_argument("--num_images", type=int, default=128, help="Distinct images to cycle.")
     parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=7, help="Alternating throughput rounds.")
-    parser.add_argument("--calls", type=int, default=8, help="Batches per path per round.")
+    parser.add_argument("--rounds", type=int, default=9, help="Alternating throughput rounds.")
+    parser.add_argument("--calls", type=int, default=20, help="Batches per path per round.")
     parser.add_argument("--latency_calls", type=int, default=200)
     return parser.parse_args()
 

@@ -2,6 +2,8 @@
 
 import collections
 import io
+import subprocess
+import sys
 
 import numpy as np
 from PIL import Image
@@ -146,3 +148,44 @@ def test_built_image_matches_generator(tiny_examples):
     stored = {e["file_name"].decode(): e["image"] for e in tiny_examples["test"]}
     _, example = builder_lib.create_example("tiny", "test", 3, 8)
     assert stored[example["file_name"]] == example["image"]
+
+
+# Builds sample_paintings/tiny into argv[1], hanging after a few paintings (to be killed).
+HANGING_BUILD = """
+import sys, time
+import tensorflow_datasets as tfds
+import artist_tfds
+from artist_tfds.sample_paintings import sample_paintings_dataset_builder as builder_lib
+paint, calls = builder_lib.create_example, []
+def create_example(*args):
+    calls.append(args)
+    if len(calls) == 5:
+        print("hanging", flush=True)
+        time.sleep(600)
+    return paint(*args)
+builder_lib.create_example = create_example
+tfds.builder("sample_paintings/tiny", data_dir=sys.argv[1]).download_and_prepare()
+"""
+
+
+def test_build_killed_midway_leaves_a_folder_the_rerun_names_and_ignores(tmp_path, caplog):
+    build = subprocess.Popen([sys.executable, "-c", HANGING_BUILD, str(tmp_path)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        # TFDS prints its own progress on stdout first.
+        assert any(line.strip() == "hanging" for line in build.stdout), "the build ended"
+    finally:
+        build.kill()  # SIGKILL: TFDS gets no chance to clean up.
+        build.wait()
+    config_dir = tmp_path / "sample_paintings" / "tiny"
+    (left,) = [p for p in config_dir.iterdir() if p.name.startswith("incomplete.")]
+    assert left.name.endswith("_1.0.0")
+
+    with caplog.at_level("WARNING"):
+        builder = tfds.builder("sample_paintings/tiny", data_dir=str(tmp_path))
+        builder.download_and_prepare()
+    warnings = [r.getMessage() for r in caplog.records if "interrupted build" in r.getMessage()]
+    assert len(warnings) == 1 and str(left) in warnings[0], warnings
+    assert left.exists()  # Named, not deleted: another build could own it.
+    assert builder.info.splits["train"].num_examples == 36
+    assert sorted(p.name for p in config_dir.iterdir()) == sorted([left.name, "1.0.0"])

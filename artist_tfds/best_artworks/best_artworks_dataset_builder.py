@@ -10,6 +10,7 @@ from etils import epath
 import tensorflow_datasets as tfds
 
 from artist_tfds import features as features_lib
+from artist_tfds import leftovers
 from artist_tfds.best_artworks import catalog as catalog_lib
 from artist_tfds.best_artworks import images
 from artist_tfds.best_artworks import layout
@@ -112,6 +113,7 @@ build_report.json next to the built dataset.
         # Beam only when asked for: the default build uses a process pool.
         self._use_beam = (download_config.beam_runner is not None
                           or download_config.beam_options is not None)
+        leftovers.warn(self.data_dir)  # Folders of killed builds: named, not deleted.
         with tempfile.TemporaryDirectory(prefix="best_artworks_") as work_dir:
             self._work_dir = work_dir
             super()._download_and_prepare(dl_manager, shards.with_min_shards(download_config))

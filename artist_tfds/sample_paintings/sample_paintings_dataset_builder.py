@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from artist_tfds import features as features_lib
+from artist_tfds import leftovers
 from artist_tfds.sample_paintings import styles
 
 ARTIST_NAMES = tuple(artist.name for artist in styles.ARTISTS)
@@ -84,6 +85,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             features=features_lib.painting_features(ARTIST_NAMES),
             supervised_keys=("image", "label"),
         )
+
+    def _download_and_prepare(self, dl_manager, download_config):
+        leftovers.warn(self.data_dir)  # Folders of killed builds: named, not deleted.
+        super()._download_and_prepare(dl_manager, download_config)
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         del dl_manager  # Nothing to download: every image is generated.

@@ -39,8 +39,9 @@ def class_weights(builder: tfds.core.DatasetBuilder, split: str) -> dict[int, fl
     return {int(c): float(total / (classes * n)) if n else 0.0 for c, n in enumerate(counts)}
 
 
-def resample(ds: tf.data.Dataset, counts: np.ndarray, *, seed: int) -> tf.data.Dataset:
-    """Feature dicts -> an endless stream with uniform expected label counts, in-graph.
+def resample(ds: tf.data.Dataset, counts: np.ndarray, *, seed: int,
+             num_examples: int) -> tf.data.Dataset:
+    """Feature dicts -> `num_examples` of them (an epoch) with uniform expected label counts.
 
     Rejection sampling over the repeated input: an example of class c is
     kept with probability min(counts) / counts[c], so the rarest artist's
@@ -53,6 +54,13 @@ def resample(ds: tf.data.Dataset, counts: np.ndarray, *, seed: int) -> tf.data.D
     does much the same with mixing, but repeats its coin flips every epoch
     and logs a warning whenever most examples are rejected, as here.
     Classes with no examples are left out.
+
+    The epoch is cut (`take`) right after the filter, with nothing
+    asynchronous in between: the repeated, reshuffled input draws fresh
+    seeds from its shuffle's seed generator -- shared by all epochs --
+    each time it has handed out a whole pass, so anything reading ahead
+    of the cut (tf.data parallelises a stateless `map` on its own) would
+    make later epochs depend on thread timing.
     """
     counts = np.asarray(counts, np.float64)
     present = counts > 0
@@ -64,5 +72,5 @@ def resample(ds: tf.data.Dataset, counts: np.ndarray, *, seed: int) -> tf.data.D
         uniform = tf.cast(tf.math.floormod(coin, 1 << 24), tf.float32) / (1 << 24)
         return uniform < tf.gather(keep, features["label"])
 
-    ds = tf.data.Dataset.zip(ds.repeat(), coins).filter(kept)
+    ds = tf.data.Dataset.zip(ds.repeat(), coins).filter(kept).take(num_examples)
     return ds.map(lambda features, coin: features)

@@ -183,7 +183,7 @@ def create_split(
             counts = balance_lib.label_counts(builder, split)
             # An epoch keeps the split's size, so the trainer's epochs mean the
             # same; seed + 1 keeps the coins apart from the augmentation seeds.
-            ds = balance_lib.resample(ds, counts, seed=seed + 1).take(num_examples)
+            ds = balance_lib.resample(ds, counts, seed=seed + 1, num_examples=num_examples)
             # Exactly `num_examples` from an endless stream: say so, so that Keras
             # knows the epoch length instead of discovering it (with a warning).
             ds = ds.apply(tf.data.experimental.assert_cardinality(num_examples))

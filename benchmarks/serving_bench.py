@@ -80,7 +80,7 @@ def decoded_pixels(blobs: list[bytes], *, image_size: int, resize_mode: str) -> 
     """The tensor path's input: the pipeline's own decode and resize, done beforehand."""
     from pipeline import ops
 
-    return np.stack([ops.resize(ops.decode_image(blob), image_size, mode=resize_mode).numpy()
+    return np.stack([ops.decode_resized(blob, image_size, mode=resize_mode).numpy()
                      for blob in blobs])
 
 

@@ -56,7 +56,7 @@ def main() -> None:
     ds = builder.as_dataset(split=args.split, decoders={"image": tfds.decode.SkipDecoding()})
     pixels, labels = [], []
     for example in ds.as_numpy_iterator():
-        pixels.append(ops.resize(ops.decode_image(example["image"]), size, mode=mode).numpy())
+        pixels.append(ops.decode_resized(example["image"], size, mode=mode).numpy())
         labels.append(example["label"])
     pixels, labels = np.stack(pixels), np.array(labels)
 

@@ -10,12 +10,57 @@ Features = dict[str, tf.Tensor]
 RESIZE_MODES = ("stretch", "crop")
 
 
+# Scales libjpeg decodes at inside its inverse DCT (1/1, 1/2, 1/4, 1/8).
+JPEG_RATIOS = (1, 2, 4, 8)
+# A JPEG is decoded at reduced scale only while it stays this many times the
+# target size, so the area resize after it still averages >= 2x2 pixels into
+# each one: Pillow's default `reducing_gap` for thumbnails, "very close to
+# fair resampling". Measured on devset paintings: 0.5-0.9/255 mean difference.
+JPEG_REDUCING_GAP = 2
+
+
 def decode_image(encoded: tf.Tensor) -> tf.Tensor:
     """Encoded JPEG/PNG/GIF/BMP bytes -> uint8 [H, W, 3] (first frame of a GIF)."""
     image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
     # decode_image leaves the static shape unknown; the rank is always 3 here.
     image.set_shape([None, None, 3])
     return image
+
+
+def jpeg_ratio_index(shorter_side: tf.Tensor, image_size: int) -> tf.Tensor:
+    """Index into `JPEG_RATIOS` of the largest ratio that keeps the shorter side
+    >= JPEG_REDUCING_GAP x image_size (libjpeg's output has ceil(side / ratio)
+    pixels). Elementwise, on int sides of any shape.
+    """
+    shorter = tf.cast(shorter_side, tf.int32)[..., None]
+    ratios = tf.constant(JPEG_RATIOS[1:], tf.int32)
+    fits = (shorter + ratios - 1) // ratios >= JPEG_REDUCING_GAP * image_size
+    return tf.reduce_sum(tf.cast(fits, tf.int32), axis=-1)  # Fits at r fits at every smaller r.
+
+
+def decode_at_ratio(encoded: tf.Tensor, ratio_index: tf.Tensor) -> tf.Tensor:
+    """`decode_image` at 1/JPEG_RATIOS[ratio_index] scale; index 0 (full size) for any format."""
+    image = tf.switch_case(ratio_index, [lambda: decode_image(encoded)] + [
+        lambda r=r: tf.io.decode_jpeg(encoded, channels=3, ratio=r) for r in JPEG_RATIOS[1:]])
+    image.set_shape([None, None, 3])
+    return image
+
+
+def decode_for_size(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
+    """Decodes for `resize(..., image_size)`: a large JPEG at 1/2, 1/4 or 1/8 scale.
+
+    libjpeg's scaled inverse DCT is the cheapest antialiased shrink there is:
+    a 1000 x 800 painting for a 160-px model decodes at half size, about 3x
+    faster, and the area resize then averages 4x fewer pixels. The shorter
+    side stays >= JPEG_REDUCING_GAP x image_size. Other formats, and JPEGs
+    less than 4 x image_size on their shorter side, decode at full size.
+    """
+    def jpeg_index():
+        shape = tf.image.extract_jpeg_shape(encoded)
+        return jpeg_ratio_index(tf.minimum(shape[0], shape[1]), image_size)
+
+    index = tf.cond(tf.io.is_jpeg(encoded), jpeg_index, lambda: tf.constant(0, tf.int32))
+    return decode_at_ratio(encoded, index)
 
 
 def _to_uint8(image: tf.Tensor) -> tf.Tensor:
@@ -89,19 +134,23 @@ def rescale(images: tf.Tensor) -> tf.Tensor:
     return tf.cast(images, tf.float32) / 255.0
 
 
+def decode_resized(encoded: tf.Tensor, image_size: int, *, mode: str = "stretch") -> tf.Tensor:
+    """Encoded bytes -> uint8 [image_size, image_size, 3]: evaluation's and serving's images."""
+    return resize(decode_for_size(encoded, image_size), image_size, mode=mode)
+
+
 def preprocess_encoded(
     encoded: tf.Tensor, image_size: int, *, mode: str = "stretch"
 ) -> tf.Tensor:
-    """Encoded bytes -> float32 [image_size, image_size, 3] in [0, 1]; serving uses it."""
-    return rescale(resize(decode_image(encoded), image_size, mode=mode))
+    """Encoded bytes -> float32 [image_size, image_size, 3] in [0, 1], as the model sees them."""
+    return rescale(decode_resized(encoded, image_size, mode=mode))
 
 
 def decode_and_resize(
     features: Features, *, image_size: int, mode: str = "stretch"
 ) -> Features:
     """Decodes `image` and resizes it to a uint8 square, ready to batch or cache."""
-    image = resize(decode_image(features["image"]), image_size, mode=mode)
-    return {**features, "image": image}
+    return {**features, "image": decode_resized(features["image"], image_size, mode=mode)}
 
 
 def decode_within(features: Features, *, max_side: int) -> Features:

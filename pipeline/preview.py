@@ -59,7 +59,7 @@ def render_row(encoded: bytes, *, n: int, image_size: int, resize_mode: str, see
 
     from pipeline import augment, input_pipeline, ops
 
-    stored = ops.resize(ops.decode_image(tf.constant(encoded)), image_size, mode=resize_mode)
+    stored = ops.decode_resized(tf.constant(encoded), image_size, mode=resize_mode)
     batch = ops.decode_batch_within({"image": tf.constant([encoded] * n)},
                                     max_side=input_pipeline.default_max_side(image_size))
     augmented = augment.random_resized_augment(

@@ -21,6 +21,29 @@ def odd_image(seed=0, shape=(37, 53, 3)) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
 
 
+def test_jpeg_ratio_index_keeps_twice_the_size():
+    # libjpeg gives ceil(side / ratio) pixels: 127 / 2 -> 64 is still 2 x 32.
+    sides = tf.constant([63, 126, 127, 252, 253, 504, 505, 10_000])
+    assert ops.jpeg_ratio_index(sides, 32).numpy().tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert ops.jpeg_ratio_index(tf.constant([[224, 96]]), 48).numpy().tolist() == [[1, 0]]
+
+
+def test_decode_for_size_scales_large_jpegs_only():
+    rows, cols = np.mgrid[0:200, 0:264]
+    smooth = np.stack([rows, cols, rows + cols], -1) * 0.4 + odd_image(shape=(200, 264, 3)) * 0.2
+    image = smooth.astype(np.uint8)
+    jpeg, png = tf.constant(encode(image, "JPEG")), tf.constant(encode(image, "PNG"))
+    # Shorter side 200: half scale leaves 100 >= 2 x 48; quarter scale would leave 50.
+    assert ops.decode_for_size(jpeg, 48).shape == (100, 132, 3)
+    assert ops.decode_for_size(jpeg, 51).shape == (200, 264, 3)
+    np.testing.assert_array_equal(ops.decode_for_size(jpeg, 51), ops.decode_image(jpeg))
+    np.testing.assert_array_equal(ops.decode_for_size(png, 48), image)  # PNG: full size.
+    # The scaled decode is an antialiased shrink: close to decoding at full size first.
+    scaled = ops.decode_resized(jpeg, 48).numpy().astype(float)
+    full = ops.resize(ops.decode_image(jpeg), 48).numpy().astype(float)
+    assert 0 < np.abs(scaled - full).mean() < 1.5, np.abs(scaled - full).mean()
+
+
 def test_preprocess_encoded_shape_dtype_range():
     out = ops.preprocess_encoded(tf.constant(encode(odd_image())), 24)
     assert out.shape == (24, 24, 3) and out.dtype == tf.float32

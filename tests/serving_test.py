@@ -224,28 +224,26 @@ def test_jpeg_with_thumbnail_or_bytes_after_its_end_is_served(serve):
 
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory):
-    """An export with a small pixel limit and reduced-scale decoding of large JPEGs."""
+    """An export with a small pixel limit."""
     path = export.export_model(create_tiny_model(), str(tmp_path_factory.mktemp("tuned")),
-                               artist_names=ARTISTS, image_size=IMAGE_SIZE, max_pixels=120_000,
-                               jpeg_downscale_margin=2.0)
+                               artist_names=ARTISTS, image_size=IMAGE_SIZE, max_pixels=120_000)
     return tf.saved_model.load(path)
 
 
-def test_large_jpeg_decoded_at_reduced_scale_stays_close(tuned, serve):
-    # Shorter side 288 >= 4 x 2 x 32: libjpeg decodes it at 1/4 scale (margin 2).
+def test_large_jpeg_is_served_exactly_as_evaluation_decodes_it(loaded, serve):
+    # Shorter side 288 >= 4 x 2 x 32: libjpeg decodes it at 1/4 scale, in evaluation too.
     image = picture(12, 288, 352)
     jpeg = encode(image, "JPEG", quality=95)
-    full = call(tuned.signatures["serve_pixels"], pixels=tf.constant(image[None]))
-    out = call(tuned.signatures["serving_default"], images=tf.constant([jpeg, encode(image, "PNG")]))
-    # The default export (same weights) decodes at full size: other pixels, other outputs.
-    full_decode = call(serve, images=tf.constant([jpeg]))["probabilities"][0]
-    assert not np.array_equal(out["probabilities"][0], full_decode)
-    np.testing.assert_allclose(out["probabilities"][1], full["probabilities"][0], rtol=1e-6)
-    np.testing.assert_allclose(out["probabilities"][0], full["probabilities"][0], atol=0.02)
-    assert out["top_k_ids"][0, 0] == full["top_k_ids"][0, 0]
-    document = json.loads(tuned.signatures["metadata"]()["metadata"].numpy())
-    assert document["preprocessing"]["jpeg_downscale_margin"] == 2.0
-    assert "1/2, 1/4 or 1/8 scale" in document["preprocessing"]["decode"]
+    assert ops.decode_for_size(tf.constant(jpeg), IMAGE_SIZE).shape == (72, 88, 3)
+    evaluated = ops.decode_resized(tf.constant(jpeg), IMAGE_SIZE)
+    served = call(serve, images=tf.constant([jpeg, encode(image, "PNG")]))
+    as_pixels = call(loaded.signatures["serve_pixels"], pixels=tf.constant(
+        np.stack([evaluated, ops.resize(image, IMAGE_SIZE)])))
+    np.testing.assert_allclose(served["probabilities"], as_pixels["probabilities"], rtol=1e-6)
+    # The PNG of the same picture decodes at full size: close, not equal.
+    assert not np.array_equal(served["probabilities"][0], served["probabilities"][1])
+    np.testing.assert_allclose(served["probabilities"][0], served["probabilities"][1], atol=0.02)
+    assert served["top_k_ids"][0, 0] == served["top_k_ids"][1, 0]
 
 
 def test_max_pixels_is_set_at_export(tuned):
@@ -280,7 +278,8 @@ def test_metadata_in_graph_and_in_assets(loaded, saved_model_dir):
     assert document["metrics"] == METRICS
     assert (document["image_size"], document["resize_mode"], document["top_k"]) == (32, "stretch", 5)
     assert document["preprocessing"]["max_pixels"] == export.DEFAULT_MAX_PIXELS
-    assert document["preprocessing"]["jpeg_downscale_margin"] is None
+    assert "1/8 scale (libjpeg) when its shorter side stays >= 64 px" in (
+        document["preprocessing"]["decode"])
 
 
 def run_in_fresh_process(args: list[str], cwd) -> subprocess.CompletedProcess:
@@ -364,12 +363,3 @@ def test_tflite_gives_the_saved_model_top1(loaded, tmp_path):
     quantised = export.tflite_predict(files["dynamic_range"], ops.rescale(images).numpy())
     np.testing.assert_allclose(float_lite, saved, atol=1e-5)
     np.testing.assert_array_equal(quantised.argmax(1), saved.argmax(1))
-
-
-def test_jpeg_scale_index_keeps_the_margin():
-    shapes = tf.constant([[100, 100], [128, 500], [300, 256], [600, 1000], [600, 1000]], tf.int64)
-    is_jpeg = tf.constant([True, True, True, True, False])
-    index = export.jpeg_scale_index(shapes, is_jpeg, image_size=32, margin=2.0)
-    assert index.numpy().tolist() == [0, 1, 2, 3, 0]  # 1/1, 1/2, 1/4, 1/8; never a PNG.
-    off = export.jpeg_scale_index(shapes, is_jpeg, image_size=32, margin=None)
-    assert off.numpy().tolist() == [0] * 5

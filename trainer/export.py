@@ -19,10 +19,10 @@ A bad element (empty, not an image, unsupported format, truncated JPEG, more
 pixels than `max_pixels`) fails the call with InvalidArgument "images[i]: ..."
 before anything is decoded; the loaded model keeps serving.
 
-Decoding, resizing and rescaling are `pipeline.ops`' own functions. One
-serving-only shortcut exists, off unless asked for (`jpeg_downscale_margin`):
-a JPEG far larger than the model's input is decoded at 1/2, 1/4 or 1/8 scale by
-libjpeg before the pipeline's antialiased resize.
+Decoding, resizing and rescaling are `pipeline.ops`' own functions, the ones
+evaluation uses (`ops.decode_resized`): a JPEG at least 4x the model's input
+is decoded at 1/2, 1/4 or 1/8 scale by libjpeg, then area-resized, so a served
+photo and the same file in the test split give the same pixels.
 """
 
 import json
@@ -42,10 +42,6 @@ DEFAULT_TOP_K = 5
 DEFAULT_MAX_PIXELS = request_checks.DEFAULT_MAX_PIXELS
 # Images decoded at once inside one call: both cores stay busy on a batch.
 DECODE_PARALLELISM = request_checks.DECODE_PARALLELISM
-# Off by default: served pixels are then exactly the training pipeline's, so the
-# SavedModel and the trained model agree image for image. 2.0 is a good value
-# for servers fed large photos (see `decode_batch`).
-DEFAULT_JPEG_DOWNSCALE_MARGIN = None
 SUPPORTED_FORMATS = request_checks.SUPPORTED_FORMATS
 METADATA_FORMAT_VERSION = 1
 ARTISTS_FILE = "artists.txt"
@@ -72,47 +68,23 @@ def serving_outputs(
 # --- Checking encoded images before decoding them ---------------------------------------
 
 
-def jpeg_scale_index(shapes: tf.Tensor, is_jpeg: tf.Tensor, *, image_size: int,
-                     margin: float | None) -> tf.Tensor:
-    """0, 1, 2, 3: decode at 1/1, 1/2, 1/4, 1/8 scale; the shorter side keeps margin x size."""
-    if margin is None:
-        return tf.zeros_like(shapes[:, 0], tf.int32)
-    shorter = tf.cast(tf.reduce_min(shapes, axis=1), tf.float32)
-    needed = tf.constant([2.0, 4.0, 8.0]) * margin * image_size
-    return tf.where(is_jpeg, tf.reduce_sum(
-        tf.cast(shorter[:, None] >= needed[None, :], tf.int32), axis=1), 0)
-
-
 def decode_batch(
-    images: tf.Tensor,
-    *,
-    image_size: int,
-    resize_mode: str,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    jpeg_downscale_margin: float | None = None,
+    images: tf.Tensor, *, image_size: int, resize_mode: str, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> tf.Tensor:
-    """Encoded images [batch] -> uint8 [batch, size, size, 3] with the pipeline's own ops.
+    """Encoded images [batch] -> uint8 [batch, size, size, 3], as `ops.decode_resized` makes them.
 
-    With `jpeg_downscale_margin`, a JPEG whose shorter side is at least
-    2 x margin x image_size is decoded at 1/2, 1/4 or 1/8 scale inside libjpeg
-    (its DCT does the first, cheap, part of the downscaling), still leaving
-    margin x image_size for the pipeline's antialiased resize.
+    The header checks already read each JPEG's size, so the scale libjpeg
+    decodes at (`ops.jpeg_ratio_index`) is chosen for the whole batch at once.
     """
     images, is_jpeg, shapes = request_checks.check_encoded(images, max_pixels=max_pixels)
-    scale = jpeg_scale_index(shapes, is_jpeg, image_size=image_size, margin=jpeg_downscale_margin)
+    ratio_index = tf.where(is_jpeg, ops.jpeg_ratio_index(tf.reduce_min(shapes, axis=1), image_size), 0)
 
     def decode_one(args: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
-        encoded, scale = args
-        if jpeg_downscale_margin is None:
-            image = ops.decode_image(encoded)
-        else:
-            image = tf.switch_case(scale, [lambda: ops.decode_image(encoded)] + [
-                lambda r=r: tf.io.decode_jpeg(encoded, channels=3, ratio=r) for r in (2, 4, 8)])
-            image.set_shape([None, None, 3])
-        return ops.resize(image, image_size, mode=resize_mode)
+        encoded, index = args
+        return ops.resize(ops.decode_at_ratio(encoded, index), image_size, mode=resize_mode)
 
     # Each image has its own size and format, so decode one by one, several at a time.
-    return tf.map_fn(decode_one, (images, scale), parallel_iterations=DECODE_PARALLELISM,
+    return tf.map_fn(decode_one, (images, ratio_index), parallel_iterations=DECODE_PARALLELISM,
                      fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.uint8))
 
 
@@ -168,7 +140,6 @@ def build_metadata(
     resize_mode: str,
     top_k: int,
     max_pixels: int,
-    jpeg_downscale_margin: float | None = None,
     artist_metadata: dict[str, dict] | None = None,
     metadata: dict | None = None,
 ) -> dict:
@@ -183,16 +154,14 @@ def build_metadata(
         "resize_mode": resize_mode,
         "top_k": top_k,
         "preprocessing": {
-            "decode": "tf.io.decode_image, 3 channels, first GIF frame" + (
-                "" if jpeg_downscale_margin is None else
-                f"; JPEGs whose shorter side is at least {2 * jpeg_downscale_margin:g} x "
-                f"{image_size} px decoded at 1/2, 1/4 or 1/8 scale by libjpeg"),
+            "decode": ("tf.io.decode_image, 3 channels, first GIF frame; a JPEG at 1/2, 1/4 or "
+                       "1/8 scale (libjpeg) when its shorter side stays >= "
+                       f"{ops.JPEG_REDUCING_GAP * image_size} px"),
             "resize": (f"{resize_mode} to {image_size}x{image_size}: area-averaged where it shrinks, "
                        "bilinear where it grows, rounded to uint8"),
             "rescale": "float32 = uint8 / 255, values in [0, 1]",
             "accepted_formats": SUPPORTED_FORMATS,
             "max_pixels": max_pixels,
-            "jpeg_downscale_margin": jpeg_downscale_margin,
         },
         "dataset": _dataset_fields(extra.pop("dataset")) if "dataset" in extra else None,
         "metrics": extra.pop("metrics", None),
@@ -223,7 +192,6 @@ def export_model(
     metadata: dict | None = None,
     artist_metadata: dict[str, dict] | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
-    jpeg_downscale_margin: float | None = DEFAULT_JPEG_DOWNSCALE_MARGIN,
 ) -> str:
     """Writes the SavedModel described in this module's docstring; returns `path`.
 
@@ -231,16 +199,14 @@ def export_model(
     and `metrics` are stored in their own fields; any other key is stored as is.
     `artist_metadata` maps an artist name to fields such as years, genre,
     nationality and wikipedia. `max_pixels` bounds the size an encoded image may
-    declare; `jpeg_downscale_margin` (None: off) lets large JPEGs decode at
-    reduced scale (see `decode_batch`).
+    declare.
     """
     if resize_mode not in ops.RESIZE_MODES:
         raise ValueError(f"resize_mode must be one of {ops.RESIZE_MODES}, got {resize_mode!r}")
     top_k = min(top_k, len(artist_names))
     document = build_metadata(
         artist_names=list(artist_names), image_size=image_size, resize_mode=resize_mode,
-        top_k=top_k, max_pixels=max_pixels, jpeg_downscale_margin=jpeg_downscale_margin,
-        artist_metadata=artist_metadata, metadata=metadata)
+        top_k=top_k, max_pixels=max_pixels, artist_metadata=artist_metadata, metadata=metadata)
     artists = tf.constant(list(artist_names))
     document_json = tf.constant(json.dumps(document, ensure_ascii=False))
 
@@ -253,8 +219,7 @@ def export_model(
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=SERVING_INPUT)])
     def serve_bytes(images):
         return predict(decode_batch(images, image_size=image_size, resize_mode=resize_mode,
-                                    max_pixels=max_pixels,
-                                    jpeg_downscale_margin=jpeg_downscale_margin))
+                                    max_pixels=max_pixels))
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=PIXELS_INPUT)])
     def serve_pixels(pixels):

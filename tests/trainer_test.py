@@ -86,6 +86,27 @@ def test_original_cnn_has_the_original_shape():
     assert models.create_model("resnet_small", num_classes=50, image_size=300).count_params() < 2_000_000
 
 
+def test_imagenet_weights_without_network_is_a_one_line_error(monkeypatch):
+    from keras.src.utils import file_utils
+
+    from trainer import train_lib
+
+    url = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v3/x.h5"
+
+    def offline(*args, **kwargs):  # What keras raises here with no network (measured).
+        raise Exception(f"URL fetch failure on {url}: None -- [Errno -2] Name or service not "
+                        "known\nmore detail")
+
+    monkeypatch.setattr(file_utils, "get_file", offline)
+    config = configs.resolve("default", {"model": "backbone", "backbone": "mobilenetv3small",
+                                         "weights": "imagenet", "image_size": 48})
+    with pytest.raises(config_lib.ConfigError) as raised:
+        train_lib.build_model(config, 3)
+    assert str(raised.value) == (f"could not load --weights=imagenet into mobilenetv3small: "
+                                 f"URL fetch failure on {url}: None -- [Errno -2] Name or "
+                                 "service not known")
+
+
 def test_local_weights_file_loads_into_backbone(tmp_path):
     base = keras.applications.MobileNetV3Small(include_top=False, weights=None,
                                                input_shape=(48, 48, 3), pooling="avg")

@@ -12,6 +12,7 @@ and the exit status is 1 if any failed.
 """
 
 import base64
+import concurrent.futures
 import csv
 import glob
 import html
@@ -323,8 +324,13 @@ def main(argv):
     shown_k = max(FLAGS.top_k, HTML_TOP if FLAGS.html else 0)
     page = []  # (path, predictions or error) for --html.
     bar = progress_bar(len(files))
-    for start in range(0, len(files), FLAGS.batch_size):
-        for path, outputs in classify(signature, files[start:start + FLAGS.batch_size]):
+    batches = [files[start:start + FLAGS.batch_size]
+               for start in range(0, len(files), FLAGS.batch_size)]
+    # Two batches in flight, results in order: one call's decoding and the
+    # model's less parallel ops leave cores idle that the other call fills.
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
+    for batch, results in zip(batches, pool.map(lambda b: classify(signature, b), batches)):
+        for path, outputs in results:
             failed = isinstance(outputs, str)
             result = outputs if failed else ranked(outputs, shown_k, artists)
             if FLAGS.html:
@@ -340,7 +346,8 @@ def main(argv):
             elif csv_writer:
                 csv_writer.write(path, result)
         sys.stdout.flush()
-        bar.update(min(FLAGS.batch_size, len(files) - start))
+        bar.update(len(batch))
+    pool.shutdown()
     bar.close()
     if FLAGS.html:
         count = write_html(FLAGS.html, page, title=f"Artists by {FLAGS.model_dir}")

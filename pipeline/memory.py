@@ -20,7 +20,7 @@ Processes this project does not start (TensorFlow Serving, a script that
 loads the SavedModel, `predict.py`) get the same settings from the
 environment: `GLIBC_TUNABLES` below is the value to export. Serving the
 160-px model in batches of 32, it raised throughput by ~18% on both paths
-of `benchmarks/serving_bench.py` (492 -> 582 images/s from decoded tensors).
+of `benchmarks/serving_bench.py` (~500 -> ~590 images/s from decoded tensors).
 """
 
 import ctypes

@@ -328,26 +328,25 @@ def main(argv):
                for start in range(0, len(files), FLAGS.batch_size)]
     # Two batches in flight, results in order: one call's decoding and the
     # model's less parallel ops leave cores idle that the other call fills.
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
-    for batch, results in zip(batches, pool.map(lambda b: classify(signature, b), batches)):
-        for path, outputs in results:
-            failed = isinstance(outputs, str)
-            result = outputs if failed else ranked(outputs, shown_k, artists)
-            if FLAGS.html:
-                page.append((path, result))
-            if failed:
-                errors.append((path, result))
-            else:
-                result = result[:FLAGS.top_k]
-            if FLAGS.format == "table" and not failed:
-                print(format_table(path, result, details=FLAGS.details))
-            elif FLAGS.format == "json":
-                print(format_json(path, result, details=FLAGS.details))
-            elif csv_writer:
-                csv_writer.write(path, result)
-        sys.stdout.flush()
-        bar.update(len(batch))
-    pool.shutdown()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        for batch, results in zip(batches, pool.map(lambda b: classify(signature, b), batches)):
+            for path, outputs in results:
+                failed = isinstance(outputs, str)
+                result = outputs if failed else ranked(outputs, shown_k, artists)
+                if FLAGS.html:
+                    page.append((path, result))
+                if failed:
+                    errors.append((path, result))
+                else:
+                    result = result[:FLAGS.top_k]
+                if FLAGS.format == "table" and not failed:
+                    print(format_table(path, result, details=FLAGS.details))
+                elif FLAGS.format == "json":
+                    print(format_json(path, result, details=FLAGS.details))
+                elif csv_writer:
+                    csv_writer.write(path, result)
+            sys.stdout.flush()
+            bar.update(len(batch))
     bar.close()
     if FLAGS.html:
         count = write_html(FLAGS.html, page, title=f"Artists by {FLAGS.model_dir}")

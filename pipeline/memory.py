@@ -19,7 +19,7 @@ the C library is not glibc.
 Processes this project does not start (TensorFlow Serving, a script that
 loads the SavedModel, `predict.py`) get the same settings from the
 environment: `GLIBC_TUNABLES` below is the value to export. Serving the
-160-px model in batches of 32, it raised throughput by ~18% on both paths
+160-px model in batches of 32, it raised throughput by ~17% on both paths
 of `benchmarks/serving_bench.py` (~500 -> ~590 images/s from decoded tensors).
 """
 

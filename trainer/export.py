@@ -65,7 +65,7 @@ def serving_outputs(
     }
 
 
-# --- Checking encoded images before decoding them ---------------------------------------
+# --- Requests -> model inputs ---------------------------------------------------------
 
 
 def decode_batch(

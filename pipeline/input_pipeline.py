@@ -144,6 +144,8 @@ def create_split(
 
     `deterministic=True`: the same seed gives the same batches in every run
     (files, shuffle, augmentation and resampling are all seeded; slower).
+    As for any seeded TensorFlow op, the global seed takes part too:
+    `train.py` sets it (`keras.utils.set_random_seed`) before building data.
     `balance="resample"` rebalances training labels to uniform in-graph (an
     epoch keeps the split's size); `"class_weight"` leaves the data as it
     is: pass `pipeline.class_weights(builder, split)` to `fit`. `cache`

@@ -84,6 +84,26 @@ def decoded_pixels(blobs: list[bytes], *, image_size: int, resize_mode: str) -> 
                      for blob in blobs])
 
 
+def preprocessing_cpu_ms(batches: list, *, image_size: int, resize_mode: str) -> tuple[float, float]:
+    """(decode, resize) CPU ms per image with the pipeline's ops: what the bytes path adds."""
+    from pipeline import ops
+
+    size = len(batches[0])
+    spec = [tf.TensorSpec([size], tf.string)]
+    decode = tf.function(lambda b: [tf.shape(ops.decode_for_size(b[i], image_size))
+                                    for i in range(size)], input_signature=spec)
+    decode_resize = tf.function(lambda b: [ops.decode_resized(b[i], image_size, mode=resize_mode)
+                                           for i in range(size)], input_signature=spec)
+    costs = []
+    for fn in (decode, decode_resize):
+        fn(batches[0])
+        cpu = time.process_time()
+        for batch in batches * 3:
+            fn(batch)
+        costs.append(1000 * (time.process_time() - cpu) / (3 * len(batches) * size))
+    return costs[0], costs[1] - costs[0]
+
+
 def images_per_second(fn, batches: list, calls: int) -> tuple[float, float]:
     """(images per wall-clock second, images per CPU second of this process)."""
     wall, cpu = time.perf_counter(), time.process_time()
@@ -124,7 +144,7 @@ def main() -> None:
     for _ in range(3):  # Warm-up: graph optimisation, thread pools, allocator.
         run_bytes(byte_batches[0]), run_pixels(pixel_batches[0])
 
-    byte_rates, tensor_rates, cpu_ratios = [], [], []
+    byte_rates, tensor_rates, cpu_ratios, tensor_cpu_ms = [], [], [], []
     for round_ in range(args.rounds):
         byte_rate, byte_cpu_rate = images_per_second(run_bytes, byte_batches, args.calls)
         tensor_rate, tensor_cpu_rate = images_per_second(run_pixels, pixel_batches, args.calls)
@@ -133,10 +153,16 @@ def main() -> None:
         # Per CPU second: what the ratio would be on an otherwise idle machine
         # when both paths keep every core busy; steadier under others' load.
         cpu_ratios.append(byte_cpu_rate / tensor_cpu_rate)
+        tensor_cpu_ms.append(1000 / tensor_cpu_rate)
         print(f"round {round_}: bytes {byte_rate:7.1f} images/s, tensors {tensor_rate:7.1f} "
               f"images/s, ratio {byte_rate / tensor_rate:.3f} (per CPU second "
               f"{cpu_ratios[-1]:.3f})")
     print(f"median ratio per CPU second: {statistics.median(cpu_ratios):.3f}")
+    decode_ms, resize_ms = preprocessing_cpu_ms(byte_batches, image_size=metadata["image_size"],
+                                                resize_mode=metadata["resize_mode"])
+    print(f"CPU ms per image: decode {decode_ms:.3f} + resize {resize_ms:.3f} (the pipeline's "
+          f"ops, batch unrolled) beside {statistics.median(tensor_cpu_ms):.3f} for the rest "
+          "(the tensor path)")
 
     single = [tf.constant([blob]) for blob in blobs]
     latencies = []

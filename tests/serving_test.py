@@ -363,3 +363,21 @@ def test_tflite_gives_the_saved_model_top1(loaded, tmp_path):
     quantised = export.tflite_predict(files["dynamic_range"], ops.rescale(images).numpy())
     np.testing.assert_allclose(float_lite, saved, atol=1e-5)
     np.testing.assert_array_equal(quantised.argmax(1), saved.argmax(1))
+
+
+def test_serving_bench_runs_and_ends_with_its_json_line(saved_model_dir, tmp_path):
+    # A smoke run on the tiny model: the figures mean nothing here, their shape does.
+    for i in range(8):
+        (tmp_path / f"{i}.jpg").write_bytes(encode(picture(i, 48 + i, 64)))
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "serving_bench.py"),
+         f"--model_dir={saved_model_dir}", f"--images={tmp_path}", "--batch_size=4",
+         "--rounds=1", "--calls=2", "--latency_calls=3"],
+        env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert any(line.startswith("CPU ms per image: decode ") for line in lines)
+    figures = json.loads(lines[-1])
+    assert list(figures) == ["p50_ms", "p95_ms", "bytes_images_per_s", "tensor_images_per_s",
+                             "ratio"]
+    assert all(value > 0 for value in figures.values())

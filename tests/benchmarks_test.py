@@ -1,0 +1,44 @@
+"""Smoke runs of the benchmark scripts on tiny inputs, so that none of them rots unseen.
+
+Their figures mean nothing at this size and nothing here is timed: each run
+must finish and end with its documented JSON line, with positive figures.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def last_json(script: str, *flags: str) -> dict:
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script), *flags],
+                            env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_build_bench(tmp_path):
+    figures = last_json("build_bench.py", "--num_images=24", "--width=160", "--height=120",
+                        "--artists=3", "--repeats=1", f"--workdir={tmp_path}")
+    assert list(figures) == ["builder_images_per_s", "pillow_loop_images_per_s", "ratio"]
+    assert all(value > 0 for value in figures.values())
+
+
+def test_pipeline_bench(tiny_data_dir):
+    figures = last_json("pipeline_bench.py", "--dataset=sample_paintings/tiny",
+                        f"--data_dir={tiny_data_dir}", "--stages=bcd", "--image_size=32",
+                        "--batch_size=6", "--images=12", "--rounds=1", "--memory_epochs=1")
+    assert {"b", "c", "d", "first_batch_s", "d_over_c", "cpu_d_over_c"} <= set(figures)
+    assert all(figures[key] > 0 for key in ("b", "c", "d", "d_over_c"))
+
+
+def test_model_speed():
+    figures = last_json("model_speed.py", "--models=seed_cnn,resnet_small", "--image_sizes=32",
+                        "--num_classes=3", "--batch_size=4", "--rounds=1", "--steps=1")
+    assert set(figures) == {"seed_cnn@32", "resnet_small@32"}
+    for case in figures.values():
+        assert case["params"] > 0 and case["train_images_per_s"] > 0
+        assert case["infer_images_per_s"] > 0

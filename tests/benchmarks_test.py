@@ -42,3 +42,24 @@ def test_model_speed():
     for case in figures.values():
         assert case["params"] > 0 and case["train_images_per_s"] > 0
         assert case["infer_images_per_s"] > 0
+
+
+def test_recipe_compare(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for artist in range(3):  # 135 noisy paintings in three palettes: a batch of 32 to train on.
+        folder = tmp_path / "source" / f"Artist_{artist}"
+        folder.mkdir(parents=True)
+        palette = np.array([60 * artist + 40, 200 - 50 * artist, 90 + 40 * artist], np.float32)
+        for i in range(45):
+            pixels = np.clip(palette + rng.normal(0, 40, (80, 96, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i}.jpg", quality=90)
+    figures = last_json("recipe_compare.py", f"--source_dir={tmp_path / 'source'}",
+                        f"--workdir={tmp_path / 'work'}", "--original_epochs=1",
+                        "--max_default_epochs=1")
+    assert set(figures) == {"original", "default"}
+    for run in figures.values():
+        assert run["epochs"] == 1 and 0 <= run["test_accuracy"] <= 1
+        assert run["seconds"] > 0 and run["cpu_seconds"] > 0

@@ -6,9 +6,16 @@ removes it; a build killed outright (SIGKILL, the OOM killer, a lost machine)
 leaves it. Such a folder is never loaded and a rerun builds afresh in a new
 one, so it only takes space: each build names the ones it finds. They are
 not deleted here, since another build of the same dataset may be writing one.
+
+A build's own scratch folder (decoded and re-encoded images, in the system's
+temporary directory) is different: it records its owner's process id, so
+`work_dir` can delete those whose owner is gone.
 """
 
+import contextlib
 import os
+import shutil
+import tempfile
 
 from absl import logging
 from etils import epath
@@ -41,3 +48,46 @@ def warn(build_dir: str | os.PathLike) -> list[epath.Path]:
             "starts afresh. Delete it to reclaim the space, unless another build of this "
             "dataset is running now.", path, size_bytes(path) / 1e6)
     return stale
+
+
+OWNER_FILE = "owner.pid"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # Someone else's live process.
+        return True
+    return True
+
+
+def remove_orphans(prefix: str, parent: str | None = None) -> list[str]:
+    """Deletes `prefix`* scratch folders in `parent` (default: the temp dir) whose owner died."""
+    parent = parent or tempfile.gettempdir()
+    removed = []
+    for name in sorted(n for n in os.listdir(parent) if n.startswith(prefix)):
+        path = os.path.join(parent, name)
+        try:
+            with open(os.path.join(path, OWNER_FILE), encoding="utf-8") as f:
+                owner = int(f.read().strip())
+        except (OSError, ValueError):  # Not a build's scratch folder: leave it.
+            continue
+        if not _alive(owner):
+            size = size_bytes(path)
+            shutil.rmtree(path, ignore_errors=True)
+            logging.info("Removed %s (%.1f MB), the scratch folder of an interrupted build.",
+                         path, size / 1e6)
+            removed.append(path)
+    return removed
+
+
+@contextlib.contextmanager
+def work_dir(prefix: str):
+    """A scratch folder for one build, removed at the end, and by a later build if this one is killed."""
+    remove_orphans(prefix)
+    with tempfile.TemporaryDirectory(prefix=prefix) as path:
+        with open(os.path.join(path, OWNER_FILE), "w", encoding="utf-8") as f:
+            f.write(str(os.getpid()))
+        yield path

@@ -3,7 +3,6 @@
 from collections.abc import Iterator
 import dataclasses
 import functools
-import tempfile
 
 from absl import logging
 from etils import epath
@@ -114,7 +113,7 @@ build_report.json next to the built dataset.
         self._use_beam = (download_config.beam_runner is not None
                           or download_config.beam_options is not None)
         leftovers.warn(self.data_dir)  # Folders of killed builds: named, not deleted.
-        with tempfile.TemporaryDirectory(prefix="best_artworks_") as work_dir:
+        with leftovers.work_dir(prefix="best_artworks_") as work_dir:
             self._work_dir = work_dir
             super()._download_and_prepare(dl_manager, shards.with_min_shards(download_config))
 

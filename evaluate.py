@@ -3,14 +3,21 @@
     python -m evaluate --model_dir=WORKDIR/saved_model --dataset=best_artworks --split=test
 
 Writes report.json, report.md, confusion.png and mistakes.png to --out_dir.
-The model is called through its `serving_default` signature on the stored
-encoded images, so the numbers are those of the model as served.
+The split goes through the input pipeline as in training's evaluation
+(`pipeline.create_split`, at the model's own image size and resize mode) and
+into the model's `serve_float_pixels` signature: those are the pixels
+`serving_default` makes from the same files, so the numbers are those of
+the model as served.
 """
 
 import os
 import sys
 
 from absl import app, flags
+
+import pipeline
+from tools import memory
+from trainer import evaluation
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "Exported SavedModel directory.")
@@ -23,22 +30,19 @@ flags.mark_flag_as_required("model_dir")
 
 
 def evaluate(model_dir: str, builder, split: str, out_dir: str, *, batch_size: int = 64) -> dict:
-    from trainer import evaluation
-
-    predict_fn, num_classes = evaluation.saved_model_predict_fn(model_dir)
-    names = builder.info.features["label"].names
-    if num_classes != len(names):
-        raise ValueError(f"the model knows {num_classes} artists but "
+    predict_fn, document = evaluation.saved_model_predict_fn(model_dir)
+    names = pipeline.artist_names(builder)
+    if len(document["artists"]) != len(names):
+        raise ValueError(f"the model knows {len(document['artists'])} artists but "
                          f"{builder.info.full_name} has {len(names)}")
-    return evaluation.evaluate_split(builder, split, predict_fn, out_dir, batch_size=batch_size)
+    data = pipeline.DataConfig(image_size=document["image_size"],
+                               resize_mode=document["resize_mode"], batch_size=batch_size)
+    return evaluation.evaluate_split(builder, split, data, predict_fn, out_dir)
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    import pipeline
-    from pipeline import memory
-
     memory.tune_malloc()
     if not os.path.isdir(FLAGS.model_dir):
         sys.exit(f"evaluate: error: no SavedModel directory at {FLAGS.model_dir}")

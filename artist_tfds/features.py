@@ -21,3 +21,21 @@ def painting_features(
         "file_name": tfds.features.Text(),
         **extra,
     })
+
+
+def artist_metadata(builder: tfds.core.DatasetBuilder, split: str = "train") -> dict[str, dict]:
+    """{artist: {years, genre, ...}} from a built dataset's `artist` feature, if it has one.
+
+    Reads `split` until every artist has been seen (images are not decoded).
+    """
+    if "artist" not in builder.info.features:
+        return {}
+    names = builder.info.features["label"].names
+    found: dict[str, dict] = {}
+    ds = builder.as_dataset(split=split, decoders={"image": tfds.decode.SkipDecoding()})
+    for label, fields in ds.map(lambda f: (f["label"], f["artist"])).as_numpy_iterator():
+        found.setdefault(names[label], {k: v.decode() if isinstance(v, bytes) else v
+                                        for k, v in fields.items()})
+        if len(found) == len(names):
+            break
+    return found

@@ -49,7 +49,7 @@ flags.DEFINE_integer("memory_epochs", 4, "Full passes of (d) over the split befo
                      "printing peak resident memory after each (0: skip).", lower_bound=0)
 flags.DEFINE_string("stages", "abcd", "Which stages to time.")
 flags.DEFINE_integer("seed", 0, "Seed.")
-flags.DEFINE_bool("tune_malloc", True, "Apply `pipeline.memory.tune_malloc` (as train.py does) "
+flags.DEFINE_bool("tune_malloc", True, "Apply `tools.memory.tune_malloc` (as train.py does) "
                   "to this process, hence to every stage alike.")
 
 
@@ -166,8 +166,10 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     import statistics
 
+    import configs
     import pipeline
-    from pipeline import augment, memory
+    from pipeline import augment
+    from tools import memory
 
     if FLAGS.tune_malloc:
         print(f"malloc tuned for large batches: {memory.tune_malloc()}", flush=True)
@@ -175,12 +177,14 @@ def main(argv):
     if "a" in FLAGS.stages and not FLAGS.source_dir:
         raise app.UsageError("stage a (the recipe) needs --source_dir")
     builder = load_or_build(FLAGS.dataset)
-    common = dict(batch_size=FLAGS.batch_size, image_size=FLAGS.image_size, training=True,
-                  seed=FLAGS.seed, deterministic=False, max_side=FLAGS.max_side)
+    data = pipeline.DataConfig(batch_size=FLAGS.batch_size, image_size=FLAGS.image_size)
+    common = dict(training=True, seed=FLAGS.seed, deterministic=False, max_side=FLAGS.max_side)
+    # The original recipe's augmentation: the most transforms, the comparison with (a).
+    full_augment = configs.resolve("original", {}).augment
     print(f"{builder.info.full_name} {FLAGS.split}: "
           f"{builder.info.splits[FLAGS.split].num_examples} images; peak RSS so far "
           f"{peak_rss_mb():.0f} MB", flush=True)
-    full = pipeline.create_split(builder, FLAGS.split, augment=augment.AugmentConfig(), **common)
+    full = pipeline.create_split(builder, FLAGS.split, data, augment=full_augment, **common)
     summary, cold_first = {}, None
     if FLAGS.memory_epochs:
         peak, cold_first = measure_memory(full, FLAGS.memory_epochs)
@@ -188,8 +192,8 @@ def main(argv):
     datasets = {
         "a": lambda: recipe_dataset(FLAGS.source_dir, 300, FLAGS.batch_size, FLAGS.seed).repeat(),
         "b": lambda: decode_only(builder, FLAGS.split).repeat(),
-        "c": lambda: pipeline.create_split(builder, FLAGS.split, augment=augment.NO_AUGMENTATION,
-                                           **common).repeat(),
+        "c": lambda: pipeline.create_split(builder, FLAGS.split, data,
+                                           augment=augment.NO_AUGMENTATION, **common).repeat(),
         "d": lambda: full.repeat(),
     }
     stages = [s for s in "abcd" if s in FLAGS.stages]

@@ -51,14 +51,14 @@ def step_cost(config, num_classes: int, steps: int = 4) -> float:
     import keras
     import numpy as np
 
-    from trainer import train_lib
+    from trainer import optim, train_lib
 
     model = train_lib.build_model(config, num_classes)
-    loss, _ = train_lib.create_loss_and_metrics(config, num_classes)
-    model.compile(optimizer=train_lib.create_optimizer(config, 1e-3), loss=loss)
-    x = np.random.default_rng(0).random((config.batch_size, config.image_size, config.image_size, 3),
-                                        dtype=np.float32)
-    y = np.zeros((config.batch_size, num_classes) if config.label_smoothing else config.batch_size)
+    loss, _ = optim.create_loss_and_metrics(config.optimizer, num_classes)
+    model.compile(optimizer=optim.create_optimizer(config.optimizer, 1e-3), loss=loss)
+    batch, size = config.data.batch_size, config.data.image_size
+    x = np.random.default_rng(0).random((batch, size, size, 3), dtype=np.float32)
+    y = np.zeros((batch, num_classes) if optim.uses_one_hot(config.optimizer) else batch)
     model.train_on_batch(x, y)  # Trace and warm up.
     start = time.process_time()
     for _ in range(steps):
@@ -77,7 +77,7 @@ def summary(metrics: dict) -> dict:
 def main(argv):
     del argv
     import configs
-    from pipeline import memory
+    from tools import memory
     from trainer import train_lib
 
     memory.tune_malloc()  # As train.py: both recipes run with it.

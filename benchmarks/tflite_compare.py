@@ -44,15 +44,16 @@ def main() -> None:
 
     import artist_tfds  # noqa: F401  Registers the builders.
     from pipeline import ops
-    from trainer import export, train_lib
+    from serving import export
+    from trainer import train_lib
 
     args = parse_args()
     config, model = train_lib.load_run(args.workdir, data_dir=args.data_dir)
-    size, mode = config.image_size, config.resize_mode
+    size, mode = config.data.image_size, config.data.resize_mode
     out = args.out or tempfile.mkdtemp(prefix="tflite_")
     files = export.export_tflite(model, out, image_size=size)
 
-    builder = tfds.builder(config.dataset, data_dir=config.data_dir)
+    builder = tfds.builder(config.data.dataset, data_dir=config.data.data_dir)
     ds = builder.as_dataset(split=args.split, decoders={"image": tfds.decode.SkipDecoding()})
     pixels, labels = [], []
     for example in ds.as_numpy_iterator():

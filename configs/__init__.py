@@ -1,6 +1,9 @@
-"""Named recipes: each module's RECIPE is a set of flag values over TrainConfig."""
+"""Named recipes: each module's RECIPE overrides some of the declared defaults, by flag name.
 
-import dataclasses
+The defaults (`trainer/config.py` and the sections it gathers) are the
+`default` recipe; a recipe module names only what differs from them.
+"""
+
 import importlib
 
 from trainer import config as config_lib
@@ -9,15 +12,12 @@ RECIPES = ("default", "original")
 
 
 def recipe_values(name: str) -> dict:
+    """{flag name: value} that recipe `name` sets."""
     if name not in RECIPES:
         raise config_lib.ConfigError(f"--recipe={name}: choose one of {', '.join(RECIPES)}")
     return dict(importlib.import_module(f"configs.{name}").RECIPE)
 
 
 def resolve(name: str, overrides: dict) -> config_lib.TrainConfig:
-    """TrainConfig defaults <- the recipe's values <- `overrides` (flags given)."""
-    values = {**recipe_values(name), **overrides, "recipe": name}
-    unknown = set(values) - {f.name for f in dataclasses.fields(config_lib.TrainConfig)}
-    if unknown:
-        raise config_lib.ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
-    return config_lib.validate(config_lib.TrainConfig(**values))
+    """The declared defaults <- the recipe's values <- `overrides` (flags given)."""
+    return config_lib.from_flat({**recipe_values(name), **overrides}, recipe=name)

@@ -31,6 +31,8 @@ import keras
 import tensorflow as tf
 
 from pipeline import ops
+from pipeline import settings
+from pipeline.settings import setting
 
 Seed = tf.Tensor  # Shape [2], int32 or int64: a stateless RNG seed.
 WEIGHT_ONE = 65535.0  # Bilinear weights between the two passes: 16-bit fractions.
@@ -39,34 +41,51 @@ INDEX_MASK = (1 << 29) - 1  # Keeps all bits of any flat pixel index (see `blend
 PIVOT_GRID = 64
 
 
+# Where augmentation runs: in tf.data on the CPU, or inside the training step.
+PLACES = ("host", "device")
+ROTATION_MAX = 0.5  # Half a turn either way: every orientation.
+
+
 @dataclasses.dataclass(frozen=True)
 class AugmentConfig:
-    """Ranges as the Keras `Random*` layers count them; 0 or False switches off."""
+    """Training augmentation. Ranges as the Keras `Random*` layers count them; 0 or
+    False switches a transform off.
 
-    flip_horizontal: bool = True
-    flip_vertical: bool = True
-    rotation: float = 0.25  # Fraction of a full turn: 0.25 -> uniform in [-90, 90] degrees.
-    zoom: float = 0.2  # Scale of the sampled region in [1 - zoom, 1 + zoom].
-    translate_height: float = 0.3  # Shift in [-0.3, 0.3] x image height.
-    translate_width: float = 0.2  # Shift in [-0.2, 0.2] x image width.
-    contrast: float = 0.2  # Contrast factor in [1 - contrast, 1 + contrast].
+    Defaults keep a painting's composition (a mirrored painting is still by its
+    painter; upside-down skies and quarter turns are not paintings any more).
+    """
+
+    enabled: bool = setting(True, "Random augmentation of training batches.", flag="augment")
+    on: str = setting("host", "Where augmentation runs: host (tf.data, CPU) or device (inside "
+                      "the training step, for accelerators).", choices=PLACES, flag="augment_on")
+    flip_horizontal: bool = setting(True, "Random horizontal flips.")
+    flip_vertical: bool = setting(False, "Random vertical flips.")
+    rotation: float = setting(0.03, "Rotation range as a fraction of a full turn (0.25: +-90 deg).",
+                              bounds=(0.0, ROTATION_MAX))
+    zoom: float = setting(0.2, "Zoom range: the sampled region is scaled in [1-zoom, 1+zoom].",
+                          bounds=(0.0, 1.0))
+    translate_height: float = setting(0.1, "Vertical shift range, fraction of the height.",
+                                      bounds=(0.0, 1.0))
+    translate_width: float = setting(0.1, "Horizontal shift range, fraction of the width.",
+                                     bounds=(0.0, 1.0))
+    contrast: float = setting(0.2, "Contrast factor range [1-c, 1+c].", bounds=(0.0, 1.0))
 
     def __post_init__(self):
-        for name in ("rotation", "zoom", "translate_height", "translate_width", "contrast"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= (1.0 if name != "rotation" else 0.5):
-                raise ValueError(f"augmentation {name}={value} is out of range")
+        settings.check(self)
 
     @property
     def has_geometry(self) -> bool:
-        """Whether any transform other than contrast is on (i.e. a warp is needed)."""
-        return dataclasses.replace(self, contrast=0.0) != NO_AUGMENTATION
+        """Whether a warp is needed: flips, rotation, zoom or translation on."""
+        return self.enabled and bool(self.flip_horizontal or self.flip_vertical or self.rotation
+                                     or self.zoom or self.translate_height or self.translate_width)
+
+    @property
+    def active(self) -> bool:
+        """Whether this augments anything at all."""
+        return self.has_geometry or (self.enabled and self.contrast > 0)
 
 
-NO_AUGMENTATION = AugmentConfig(
-    flip_horizontal=False, flip_vertical=False, rotation=0.0, zoom=0.0,
-    translate_height=0.0, translate_width=0.0, contrast=0.0,
-)
+NO_AUGMENTATION = AugmentConfig(enabled=False)
 
 
 def _uniform(seed: Seed, batch: tf.Tensor, low: float, high: float) -> tf.Tensor:
@@ -296,18 +315,9 @@ def _flatten(images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     return tf.reshape(images, [-1, shape[3]]), offsets, sizes
 
 
-def warp(images: tf.Tensor, transforms: tf.Tensor) -> tf.Tensor:
-    """Resamples each whole image through its transform (same size), filling by reflection."""
-    images = tf.convert_to_tensor(images, tf.float32)
-    pixels, offsets, sizes = _flatten(images)
-    points = _points_jit(offsets, sizes, tf.convert_to_tensor(transforms, tf.float32),
-                         tuple(images.shape[1:3]))
-    return _render_jit(pixels, sizes[:, 1], points, None)
-
-
 def random_contrast(images: tf.Tensor, seed: Seed, config: AugmentConfig) -> tf.Tensor:
     """Scales each image's deviation from its per-channel mean, as RandomContrast."""
-    if config.contrast == 0.0:
+    if not (config.enabled and config.contrast):
         return images
     batch = tf.shape(images)[0]
     factor = _uniform(seed, batch, 1.0 - config.contrast, 1.0 + config.contrast)
@@ -337,7 +347,7 @@ def _augment(
             geometry = random_transforms(warp_seed, batch, *output_size, config)
             transforms = geometry if base is None else compose(base, geometry)
         factor = None
-        if config.contrast:
+        if config.enabled and config.contrast:
             factor = _uniform(contrast_seed, batch, 1.0 - config.contrast, 1.0 + config.contrast)
         points = _points_jit(offsets, sizes, transforms, output_size)
         return _render_jit(pixels, sizes[:, 1], points, factor)
@@ -359,7 +369,7 @@ def random_augment(
     height, width = images.shape[1], images.shape[2]
     if height is None or width is None:
         raise ValueError(f"random_augment needs a static image size, got {images.shape}")
-    if config == NO_AUGMENTATION:
+    if not config.active:
         return images
     return _augment(*_flatten(images), seed, config, (height, width), None)
 
@@ -404,7 +414,7 @@ class DeviceAugmentation(keras.layers.Layer):
     unchanged. Call k uses the stateless seed [seed, k] (a Keras
     `SeedGenerator`, saved with the model's variables, so a resumed run
     continues the sequence). Inputs are float32 [B, S, S, 3] in [0, 1]:
-    `create_split(..., augment_on="device")` batches, already resized, so on
+    `create_split` batches for an `AugmentConfig(on="device")`, already resized, so on
     this path the warp resamples the resized square (the fused resize is a
     host-path feature).
     """
@@ -416,7 +426,7 @@ class DeviceAugmentation(keras.layers.Layer):
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, images, training=None):
-        if not training or self.config == NO_AUGMENTATION:
+        if not training or not self.config.active:
             return images
         return random_augment(images, self.seed_generator.next(), self.config)
 

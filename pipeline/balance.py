@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-BALANCE_MODES = ("none", "class_weight", "resample")
+MODES = ("none", "class_weight", "resample")
 
 
 def label_counts(builder: tfds.core.DatasetBuilder, split: str) -> np.ndarray:

@@ -1,5 +1,13 @@
-"""`create_split`: every ordering decision of the input pipeline lives here."""
+"""`create_split`: TFDS shards -> batches of (images, labels), in small named stages.
 
+Read top to bottom, a split goes through: read shards -> cache -> shuffle or
+rebalance -> decode and resize (or batch whole paintings for the warp) ->
+augment -> labels -> tf.data service -> prefetch. Every ordering decision of
+the input pipeline lives in this module; the ops themselves are in `ops`,
+`augment` and `balance`.
+"""
+
+import dataclasses
 import functools
 import math
 
@@ -9,6 +17,8 @@ import tensorflow_datasets as tfds
 from pipeline import augment as augment_lib
 from pipeline import balance as balance_lib
 from pipeline import ops
+from pipeline import settings
+from pipeline.settings import setting
 
 AUTOTUNE = tf.data.AUTOTUNE
 # Encoded records, not decoded images: ~20-40 KB a slot rather than ~1 MB.
@@ -17,7 +27,6 @@ SHUFFLE_BUFFER = 4096
 # shuffle that follows it holds fewer: memory stays bounded; the first pass
 # (before the cache) was already shuffled at the encoded level.
 CACHED_SHUFFLE_BUFFER = 512
-AUGMENT_ON = ("host", "device")
 SERVICE_MODES = ("distributed_epoch", "parallel_epochs")
 # Host augmentation warps paintings up to 2.25x the training size straight
 # from their decoded pixels (at 300 px: 675, above best_artworks' stored long
@@ -25,6 +34,28 @@ SERVICE_MODES = ("distributed_epoch", "parallel_epochs")
 # first shrunk with antialiasing, so the plain bilinear warp downsamples by
 # at most 2.25 x 1.2 (zoom) and a batch of decoded paintings stays < 45 MB.
 MAX_SIDE_FACTOR = 2.25
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Which dataset, and how its paintings become batches."""
+
+    dataset: str = setting("sample_paintings", "TFDS dataset as name[/config][:version], e.g. "
+                           "best_artworks/top11.")
+    data_dir: str | None = setting(None, "TFDS data directory (default: ~/tensorflow_datasets).")
+    image_size: int = setting(160, "Square input size in pixels.", bounds=(16, 1024))
+    resize_mode: str = setting("stretch", "Painting to square: stretch, or keep the aspect "
+                               "ratio and centre-crop.", choices=ops.RESIZE_MODES)
+    batch_size: int = setting(32, "Global batch size.", bounds=(1, None))
+    cache: bool = setting(False, "Cache decoded images in memory after the first epoch "
+                          "(small datasets).")
+    balance: str = setting("none", "Class balance: none, class_weight (loss weights from split "
+                           "counts) or resample (in-graph rebalancing).", choices=balance_lib.MODES)
+    tf_data_service: str | None = setting(None, "grpc://HOST:PORT of a tf.data service "
+                                          "dispatcher to run preprocessing on.")
+
+    def __post_init__(self):
+        settings.check(self)
 
 
 class DatasetError(ValueError):
@@ -63,20 +94,11 @@ def default_max_side(image_size: int) -> int:
     return math.ceil(MAX_SIDE_FACTOR * image_size)
 
 
-def _check_options(*, augment_on: str, balance: str, resize_mode: str, max_side: int | None,
-                   tf_data_service_mode: str) -> None:
-    for name, value, allowed in (("augment_on", augment_on, AUGMENT_ON),
-                                 ("balance", balance, balance_lib.BALANCE_MODES),
-                                 ("resize_mode", resize_mode, ops.RESIZE_MODES),
-                                 ("tf_data_service_mode", tf_data_service_mode, SERVICE_MODES)):
-        if value not in allowed:
-            raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-    if max_side is not None and max_side < 1:
-        raise ValueError(f"max_side must be positive, got {max_side}")
+# --- Stages, in the order `create_split` applies them ----------------------------------
 
 
-def _read_encoded(builder, split: str, *, training: bool, seed: int,
-                  whole_split: bool) -> tf.data.Dataset:
+def read_shards(builder, split: str, *, training: bool, seed: int,
+                whole_split: bool = True) -> tf.data.Dataset:
     """{"image": encoded bytes, "label"} records; files shuffled (seeded) when training."""
     ds = builder.as_dataset(
         split=split,
@@ -89,13 +111,49 @@ def _read_encoded(builder, split: str, *, training: bool, seed: int,
     return ds.map(lambda f: {"image": f["image"], "label": f["label"]})
 
 
-def _batch_paintings(ds: tf.data.Dataset, batch_size: int, *, decoded: bool, max_side: int,
-                     parallel: dict) -> tf.data.Dataset:
+def encoded_images(builder, split: str) -> list[bytes]:
+    """A split's stored images as encoded bytes, in the order evaluation batches them."""
+    ds = read_shards(builder, split, training=False, seed=0).map(lambda f: f["image"])
+    return list(ds.as_numpy_iterator())
+
+
+def decoder(data: DataConfig, *, for_warp: bool, max_side: int):
+    """The per-record decode: whole paintings (at most `max_side`) for the warp, else squares."""
+    if for_warp:
+        return functools.partial(ops.decode_within, max_side=max_side)
+    return functools.partial(ops.decode_and_resize, image_size=data.image_size,
+                             mode=data.resize_mode)
+
+
+def cache_decoded(ds: tf.data.Dataset, decode, parallel: dict) -> tf.data.Dataset:
+    """Decoded uint8, before any randomness: every epoch re-augments it."""
+    return ds.map(decode, **parallel).cache()
+
+
+def shuffle_or_rebalance(ds: tf.data.Dataset, builder, split: str, *, balance: str, seed: int,
+                         buffer: int) -> tf.data.Dataset:
+    """Shuffled records each epoch; with `balance="resample"`, uniform labels too."""
+    ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    if balance != "resample":
+        return ds
+    num_examples = builder.info.splits[split].num_examples
+    # An epoch keeps the split's size, so the trainer's epochs mean the same;
+    # seed + 1 keeps the coins apart from the augmentation seeds.
+    ds = balance_lib.resample(ds, balance_lib.label_counts(builder, split), seed=seed + 1,
+                              num_examples=num_examples)
+    # Exactly `num_examples` from an endless stream: say so, so that Keras
+    # knows the epoch length instead of discovering it (with a warning).
+    return ds.apply(tf.data.experimental.assert_cardinality(num_examples))
+
+
+def batch_paintings(ds: tf.data.Dataset, batch_size: int, *, decoded: bool, max_side: int,
+                    parallel: dict) -> tf.data.Dataset:
     """Full batches of paintings at their own sizes, as `ops.flat_pixels` lays them out.
 
-    No canvas to pad them to (padding 224-px paintings to a 600-px canvas
-    halved throughput here). Encoded records are batched first and decoded
-    a batch at a time; already decoded (cached) ones go through `ragged_batch`.
+    No canvas to pad them to (padding small paintings to a large canvas
+    costs as much as the warp). Encoded records are batched first and
+    decoded a batch at a time; already decoded (cached) ones go through
+    `ragged_batch`.
     """
     if decoded:
         ds = ds.map(lambda f: {**f, "image": tf.reshape(f["image"], [-1, 3])})
@@ -105,114 +163,127 @@ def _batch_paintings(ds: tf.data.Dataset, batch_size: int, *, decoded: bool, max
     return ds.map(functools.partial(ops.decode_batch_within, max_side=max_side), **parallel)
 
 
+def warp_paintings(ds: tf.data.Dataset, data: DataConfig, augment: augment_lib.AugmentConfig, *,
+                   seed: int, parallel: dict) -> tf.data.Dataset:
+    """Batched paintings -> {"image": float32 [B, S, S, 3], "label"}: resize and augment as one warp."""
+    warp = functools.partial(augment_lib.random_resized_augment, image_size=data.image_size,
+                             config=augment, resize_mode=data.resize_mode)
+    # A fresh, seeded pair per batch and per epoch: stateless, so reproducible.
+    return tf.data.Dataset.zip(ds, augment_lib.batch_seeds(seed)).map(
+        lambda f, s: {"image": warp(f["pixels"], f["offset"], f["size"], s), "label": f["label"]},
+        **parallel)
+
+
+def batch_images(ds: tf.data.Dataset, batch_size: int, *, training: bool,
+                 parallel: dict) -> tf.data.Dataset:
+    """Square uint8 images -> batches of float32 in [0, 1]; training drops the last partial one."""
+    # Batch first: one vectorised op per batch beats one op per image.
+    ds = ds.batch(batch_size, drop_remainder=training, **parallel)
+    return ds.map(lambda f: {**f, "image": ops.rescale(f["image"])}, **parallel)
+
+
+def contrast_images(ds: tf.data.Dataset, augment: augment_lib.AugmentConfig, *, seed: int,
+                    parallel: dict) -> tf.data.Dataset:
+    """Random contrast on resized batches (host augmentation without geometry)."""
+    return tf.data.Dataset.zip(ds, augment_lib.batch_seeds(seed)).map(
+        lambda f, s: {**f, "image": augment_lib.random_augment(f["image"], s, augment)},
+        **parallel)
+
+
+def to_pairs(ds: tf.data.Dataset, *, num_classes: int, one_hot: bool,
+             parallel: dict) -> tf.data.Dataset:
+    """Feature dicts -> the (images, labels) pairs `model.fit` takes."""
+    to_labels = functools.partial(ops.to_labels, num_classes=num_classes, one_hot=one_hot)
+    return ds.map(lambda f: (f["image"], to_labels(f["label"])), **parallel)
+
+
+def distribute(ds: tf.data.Dataset, service: str, *, job_name: str | None,
+               mode: str) -> tf.data.Dataset:
+    """Runs everything before it on tf.data service workers (`service`: grpc://host:port).
+
+    `distributed_epoch`: each example once per epoch, in no fixed order; a
+    shared `job_name` lets several trainers read one job.
+    """
+    if mode not in SERVICE_MODES:
+        raise ValueError(f"tf.data service mode must be one of {SERVICE_MODES}, got {mode!r}")
+    return ds.apply(tf.data.experimental.service.distribute(
+        processing_mode=mode, service=service, job_name=job_name))
+
+
+# --- The whole split ------------------------------------------------------------------
+
+
 def create_split(
     builder: tfds.core.DatasetBuilder,
     split: str,
+    data: DataConfig,
     *,
-    batch_size: int,
-    image_size: int = 300,
     training: bool,
+    augment: augment_lib.AugmentConfig = augment_lib.NO_AUGMENTATION,
     seed: int = 0,
-    augment: augment_lib.AugmentConfig = augment_lib.AugmentConfig(),
-    augment_on: str = "host",
+    deterministic: bool = False,
     one_hot: bool = False,
-    resize_mode: str = "stretch",
-    balance: str = "none",
-    cache: bool | str = False,
-    shuffle_buffer: int = SHUFFLE_BUFFER,
-    deterministic: bool = True,
     max_side: int | None = None,
-    tf_data_service: str | None = None,
-    tf_data_service_job: str | None = None,
-    tf_data_service_mode: str = "distributed_epoch",
+    shuffle_buffer: int = SHUFFLE_BUFFER,
+    service_job: str | None = None,
+    service_mode: str = "distributed_epoch",
 ) -> tf.data.Dataset:
     """Batches of (float32 images [B, S, S, 3] in [0, 1], labels) ready for `model.fit`.
 
     Training splits are shuffled (encoded records), augmented and drop the
     last partial batch (static shapes); evaluation splits are neither, never
-    rebalanced, and repeat exactly. Labels are int64, or float32 one-hot rows.
+    rebalanced, and come in stored order, the same every time. Labels are
+    int64, or float32 one-hot rows.
 
-    Training with `augment_on="host"` decodes each painting at up to
+    Host augmentation with geometry decodes each painting at up to
     `max_side` (default `default_max_side`), batches them at their own sizes
     and resizes + augments each in one XLA-compiled warp from the decoded
     pixels (bilinear; evaluation's resize is antialiased, which differs only
-    where the warp downsamples, by at most `MAX_SIDE_FACTOR` x zoom). With
-    `augment_on="device"` the batches are resized as for evaluation and left
-    unaugmented: the trainer prepends `augment.DeviceAugmentation(augment,
-    seed)` to the model for `fit`. Without geometric augmentation, training
-    images are resized exactly as evaluation and serving resize them.
+    where the warp downsamples, by at most `MAX_SIDE_FACTOR` x zoom).
+    `augment.on == "device"` leaves training batches resized as for
+    evaluation and unaugmented: the trainer puts `augment.DeviceAugmentation`
+    in front of the model for `fit`. Without geometric augmentation,
+    training images are resized exactly as evaluation and serving resize them.
 
     `deterministic=True`: the same seed gives the same batches in every run
     (files, shuffle, augmentation and resampling are all seeded; slower).
     As for any seeded TensorFlow op, the global seed takes part too:
     `train.py` sets it (`keras.utils.set_random_seed`) before building data.
-    `balance="resample"` rebalances training labels to uniform in-graph (an
-    epoch keeps the split's size); `"class_weight"` leaves the data as it
-    is: pass `pipeline.class_weights(builder, split)` to `fit`. `cache`
-    (True: memory; a path: files) keeps decoded uint8 images after the first
-    epoch, before any randomness (host augmentation caches whole decoded
-    paintings, ~0.4 MB each at 320 x 450). `tf_data_service="grpc://host:port"`
-    runs the pipeline on tf.data service workers (`distributed_epoch`: each
-    example once per epoch, in no fixed order; a shared `tf_data_service_job`
-    name lets several trainers read one job).
+    `data.balance="resample"` rebalances training labels to uniform in-graph
+    (an epoch keeps the split's size); `"class_weight"` leaves the data as
+    it is: pass `pipeline.class_weights(builder, split)` to `fit`.
     """
-    _check_options(augment_on=augment_on, balance=balance, resize_mode=resize_mode,
-                   max_side=max_side, tf_data_service_mode=tf_data_service_mode)
+    if max_side is not None and max_side < 1:
+        raise ValueError(f"max_side must be positive, got {max_side}")
     num_examples = builder.info.splits[split].num_examples
-    if training and num_examples < batch_size:
-        raise DatasetError(
-            f"split {split!r} has {num_examples} examples, fewer than one batch of {batch_size}"
-        )
-    host_augment = training and augment_on == "host" and augment != augment_lib.NO_AUGMENTATION
-    fused_warp = host_augment and augment.has_geometry
-    decode_side = max_side or default_max_side(image_size)
+    if training and num_examples < data.batch_size:
+        raise DatasetError(f"split {split!r} has {num_examples} examples, fewer than one "
+                           f"batch of {data.batch_size}")
+    host_augment = training and augment.active and augment.on == "host"
+    for_warp = host_augment and augment.has_geometry
+    max_side = max_side or default_max_side(data.image_size)
     parallel = dict(num_parallel_calls=AUTOTUNE, deterministic=deterministic or not training)
-    to_labels = functools.partial(ops.to_labels, num_classes=num_classes(builder), one_hot=one_hot)
+    decode = decoder(data, for_warp=for_warp, max_side=max_side)
 
-    ds = _read_encoded(builder, split, training=training, seed=seed,
-                       whole_split=not tf_data_service)
-    if fused_warp:
-        decode = functools.partial(ops.decode_within, max_side=decode_side)
-    else:
-        decode = functools.partial(ops.decode_and_resize, image_size=image_size, mode=resize_mode)
-    if cache:
-        # Decoded uint8, before any randomness: every epoch re-augments it.
-        ds = ds.map(decode, **parallel).cache(cache if isinstance(cache, str) else "")
+    ds = read_shards(builder, split, training=training, seed=seed,
+                     whole_split=not data.tf_data_service)
+    if data.cache:
+        ds = cache_decoded(ds, decode, parallel)
         shuffle_buffer = min(shuffle_buffer, CACHED_SHUFFLE_BUFFER)
     if training:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-        if balance == "resample":
-            counts = balance_lib.label_counts(builder, split)
-            # An epoch keeps the split's size, so the trainer's epochs mean the
-            # same; seed + 1 keeps the coins apart from the augmentation seeds.
-            ds = balance_lib.resample(ds, counts, seed=seed + 1, num_examples=num_examples)
-            # Exactly `num_examples` from an endless stream: say so, so that Keras
-            # knows the epoch length instead of discovering it (with a warning).
-            ds = ds.apply(tf.data.experimental.assert_cardinality(num_examples))
-
-    if fused_warp:
-        ds = _batch_paintings(ds, batch_size, decoded=bool(cache), max_side=decode_side,
-                              parallel=parallel)
-        warp = functools.partial(augment_lib.random_resized_augment, image_size=image_size,
-                                 config=augment, resize_mode=resize_mode)
-        # A fresh, seeded pair per batch and per epoch: stateless, so reproducible.
-        ds = tf.data.Dataset.zip(ds, augment_lib.batch_seeds(seed)).map(
-            lambda f, s: (warp(f["pixels"], f["offset"], f["size"], s), to_labels(f["label"])),
-            **parallel)
+        ds = shuffle_or_rebalance(ds, builder, split, balance=data.balance, seed=seed,
+                                  buffer=shuffle_buffer)
+    if for_warp:
+        ds = batch_paintings(ds, data.batch_size, decoded=data.cache, max_side=max_side,
+                             parallel=parallel)
+        ds = warp_paintings(ds, data, augment, seed=seed, parallel=parallel)
     else:
-        if not cache:
+        if not data.cache:
             ds = ds.map(decode, **parallel)
-        # Batch first: one vectorised op per batch beats one op per image.
-        ds = ds.batch(batch_size, drop_remainder=training, **parallel)
-        to_inputs = functools.partial(ops.to_inputs, num_classes=num_classes(builder),
-                                      one_hot=one_hot)
-        ds = ds.map(to_inputs, **parallel)
-        if host_augment:  # Contrast only: no warp, the images are already resized.
-            ds = tf.data.Dataset.zip(ds, augment_lib.batch_seeds(seed)).map(
-                lambda batch, s: (augment_lib.random_augment(batch[0], s, augment), batch[1]),
-                **parallel)
-    if tf_data_service:
-        ds = ds.apply(tf.data.experimental.service.distribute(
-            processing_mode=tf_data_service_mode, service=tf_data_service,
-            job_name=tf_data_service_job))
+        ds = batch_images(ds, data.batch_size, training=training, parallel=parallel)
+        if host_augment:
+            ds = contrast_images(ds, augment, seed=seed, parallel=parallel)
+    ds = to_pairs(ds, num_classes=num_classes(builder), one_hot=one_hot, parallel=parallel)
+    if data.tf_data_service:
+        ds = distribute(ds, data.tf_data_service, job_name=service_job, mode=service_mode)
     return ds.prefetch(AUTOTUNE)

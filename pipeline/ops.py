@@ -141,13 +141,6 @@ def decode_resized(encoded: tf.Tensor, image_size: int, *, mode: str = "stretch"
     return resize(decode_for_size(encoded, image_size), image_size, mode=mode)
 
 
-def preprocess_encoded(
-    encoded: tf.Tensor, image_size: int, *, mode: str = "stretch"
-) -> tf.Tensor:
-    """Encoded bytes -> float32 [image_size, image_size, 3] in [0, 1], as the model sees them."""
-    return rescale(decode_resized(encoded, image_size, mode=mode))
-
-
 def decode_and_resize(
     features: Features, *, image_size: int, mode: str = "stretch"
 ) -> Features:
@@ -216,9 +209,3 @@ def ragged_to_pixels(features: Features) -> Features:
 def to_labels(labels: tf.Tensor, *, num_classes: int, one_hot: bool) -> tf.Tensor:
     """Integer labels, or float32 one-hot rows (the original recipe's) when `one_hot`."""
     return tf.one_hot(labels, num_classes, dtype=tf.float32) if one_hot else labels
-
-
-def to_inputs(features: Features, *, num_classes: int, one_hot: bool) -> tuple:
-    """Feature dict -> the (images in [0, 1], labels) pair `model.fit` takes."""
-    labels = to_labels(features["label"], num_classes=num_classes, one_hot=one_hot)
-    return rescale(features["image"]), labels

@@ -8,10 +8,12 @@ import pytest
 import tensorflow as tf
 
 from pipeline import augment, ops
+from tests.conftest import FULL_AUGMENT as FULL
 from tests.conftest import encode
 
-OFF = augment.NO_AUGMENTATION
-FULL = augment.AugmentConfig()
+# Augmentation on, but every transform off: the plain resize.
+OFF = augment.AugmentConfig(flip_horizontal=False, flip_vertical=False, rotation=0.0, zoom=0.0,
+                            translate_height=0.0, translate_width=0.0, contrast=0.0)
 SEED = tf.constant([4, 2], tf.int64)
 
 
@@ -106,7 +108,8 @@ def test_full_augmentation_range_seed_and_dataset_map():
     again = fused(images, FULL, size=20)
     other = fused(images, FULL, size=20, seed=tf.constant([4, 3], tf.int64))
     mapped = next(iter(tf.data.Dataset.from_tensors((*flat(images), SEED)).map(
-        lambda p, o, s, seed: augment.random_resized_augment(p, o, s, seed, image_size=20))))
+        lambda p, o, s, seed: augment.random_resized_augment(p, o, s, seed, image_size=20,
+                                                             config=FULL))))
     assert out.shape == (3, 20, 20, 3) and out.dtype == np.float32
     assert out.min() >= 0.0 and out.max() <= 1.0
     np.testing.assert_array_equal(out, again)
@@ -117,7 +120,7 @@ def test_full_augmentation_range_seed_and_dataset_map():
 def test_host_fused_equals_device_augmentation_on_square_paintings():
     images = [smooth((24, 24, 3), seed) for seed in range(4)]
     host = fused(images, FULL, size=24)
-    device = augment.random_augment(np.stack(images).astype(np.float32) / 255, SEED).numpy()
+    device = augment.random_augment(np.stack(images).astype(np.float32) / 255, SEED, FULL).numpy()
     np.testing.assert_allclose(host, device, atol=1e-5)
     assert not np.allclose(host, np.stack(images) / 255, atol=0.05)  # Really augmented.
 
@@ -159,9 +162,9 @@ def test_device_layer_identity_at_inference_and_host_seeds_in_training():
     np.testing.assert_array_equal(layer(images, training=False), images)
     first, second = layer(images, training=True).numpy(), layer(images, training=True).numpy()
     # Call k uses the stateless seed [seed, k]: the host functions, reproducibly.
-    np.testing.assert_allclose(first, augment.random_augment(images, tf.constant([7, 0])),
+    np.testing.assert_allclose(first, augment.random_augment(images, tf.constant([7, 0]), FULL),
                                atol=1e-6)
-    np.testing.assert_allclose(second, augment.random_augment(images, tf.constant([7, 1])),
+    np.testing.assert_allclose(second, augment.random_augment(images, tf.constant([7, 1]), FULL),
                                atol=1e-6)
     assert not np.allclose(first, second)
 

@@ -6,44 +6,11 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
 import pipeline
-from artist_tfds import features as features_lib
 from pipeline import augment
-from tests.conftest import encode
-
-COUNTS = (60, 12, 6)  # Paintings per artist in `train`: as skewed as the Kaggle set's tail.
-
-
-class SkewedPaintings(tfds.core.GeneratorBasedBuilder):
-    """Three artists, 60 / 12 / 6 tiny training paintings; 2 each in `test`."""
-
-    VERSION = tfds.core.Version("1.0.0")
-
-    def _info(self):
-        return tfds.core.DatasetInfo(
-            builder=self, features=features_lib.painting_features(["A", "B", "C"]),
-            supervised_keys=("image", "label"))
-
-    def _split_generators(self, dl_manager):
-        del dl_manager
-        return {"train": self._generate_examples(COUNTS), "test": self._generate_examples((2,) * 3)}
-
-    def _generate_examples(self, counts):
-        for label, count in enumerate(counts):
-            for i in range(count):
-                # A distinct flat grey per painting: its mean identifies it.
-                image = np.full((12, 16, 3), 3 * i + 1, np.uint8)
-                yield f"{label}/{i}", {"image": encode(image, "PNG"), "label": label,
-                                       "file_name": f"{label}_{i}.png"}
-
-
-@pytest.fixture(scope="module")
-def skewed_builder(tmp_path_factory):
-    builder = SkewedPaintings(data_dir=str(tmp_path_factory.mktemp("skewed")))
-    builder.download_and_prepare()
-    return builder
+from tests.conftest import SKEWED_COUNTS as COUNTS
+from tests.conftest import make_split
 
 
 def test_label_counts_and_class_weights(skewed_builder):
@@ -56,8 +23,8 @@ def test_label_counts_and_class_weights(skewed_builder):
 
 def epochs(builder, balance, n=3, seed=0, pause=0.0):
     """(label, mean pixel) per example, per epoch; `pause` seconds after each batch."""
-    ds = pipeline.create_split(builder, "train", batch_size=6, image_size=8, training=True,
-                               seed=seed, augment=augment.NO_AUGMENTATION, balance=balance)
+    ds = make_split(builder, "train", batch_size=6, image_size=8, training=True,
+                    seed=seed, augment=augment.NO_AUGMENTATION, balance=balance)
     result = []
     for _ in range(n):
         result.append([])
@@ -100,10 +67,9 @@ def test_resampled_epochs_do_not_depend_on_reading_speed(skewed_builder):
 
 def test_balance_is_validated(skewed_builder):
     with pytest.raises(ValueError, match="balance"):
-        pipeline.create_split(skewed_builder, "train", batch_size=6, training=True,
-                              balance="oversample")
+        make_split(skewed_builder, "train", batch_size=6, training=True, balance="oversample")
     # class_weight leaves the data as it is (the weights go to `fit`).
-    ds = pipeline.create_split(skewed_builder, "test", batch_size=6, image_size=8,
-                               training=False, balance="class_weight")
+    ds = make_split(skewed_builder, "test", batch_size=6, image_size=8,
+                    training=False, balance="class_weight")
     assert sorted(int(y) for _, ys in ds for y in ys) == [0, 0, 1, 1, 2, 2]
     assert tf.is_tensor(next(iter(ds))[1])

@@ -1,15 +1,33 @@
-"""Shared fixtures: a tiny built dataset, made once per test session."""
+"""Shared fixtures and helpers: tiny built datasets made once per session, encoders, runners."""
 
+import dataclasses
 import io
+import os
+import struct
+import subprocess
+import sys
+import zlib
 
+import keras
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
 import artist_tfds  # noqa: F401  Registers the builders.
+from artist_tfds import features as features_lib
+import configs
+import pipeline
+from serving import export
+from trainer import config as config_lib
+from trainer import train_lib
 
 TINY = "sample_paintings/tiny"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+# The original recipe's augmentation: every transform on, the widest ranges.
+FULL_AUGMENT = configs.resolve("original", {}).augment
+DATA_FIELDS = {f.name for f in dataclasses.fields(pipeline.DataConfig)}
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +42,135 @@ def tiny_builder(tiny_data_dir):
     return tfds.builder(TINY, data_dir=tiny_data_dir)
 
 
-def encode(array: np.ndarray, fmt: str = "JPEG") -> bytes:
+# --- A skewed dataset (registered with TFDS as "skewed_paintings") ---------------------
+
+# Paintings per artist in `train`: as skewed as the Kaggle set's tail.
+SKEWED_COUNTS = (60, 12, 6)
+
+
+class SkewedPaintings(tfds.core.GeneratorBasedBuilder):
+    """Three artists, 60 / 12 / 6 tiny training paintings; 2 each in `test`."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self, features=features_lib.painting_features(["A", "B", "C"]),
+            supervised_keys=("image", "label"))
+
+    def _split_generators(self, dl_manager):
+        del dl_manager
+        return {"train": self._generate_examples(SKEWED_COUNTS),
+                "test": self._generate_examples((2,) * 3)}
+
+    def _generate_examples(self, counts):
+        for label, count in enumerate(counts):
+            for i in range(count):
+                # A distinct flat grey per painting: its mean identifies it.
+                image = np.full((12, 16, 3), 3 * i + 1, np.uint8)
+                yield f"{label}/{i}", {"image": encode(image, "PNG"), "label": label,
+                                       "file_name": f"{label}_{i}.png"}
+
+
+@pytest.fixture(scope="session")
+def skewed_builder(tmp_path_factory):
+    builder = SkewedPaintings(data_dir=str(tmp_path_factory.mktemp("skewed")))
+    builder.download_and_prepare()
+    return builder
+
+
+def encode(array: np.ndarray, fmt: str = "JPEG", **options) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, fmt)
+    Image.fromarray(array).save(buffer, fmt, **options)
     return buffer.getvalue()
+
+
+def make_split(builder, split: str, *, training: bool, deterministic: bool = True,
+               augment_on: str = "host", **options):
+    """`pipeline.create_split` with DataConfig fields and other options as keywords.
+
+    Training splits get `FULL_AUGMENT` (on `augment_on`) unless `augment` is given;
+    deterministic unless told otherwise, so tests can compare runs.
+    """
+    data = pipeline.DataConfig(**{k: v for k, v in options.items() if k in DATA_FIELDS})
+    rest = {k: v for k, v in options.items() if k not in DATA_FIELDS}
+    if training and "augment" not in rest:
+        rest["augment"] = dataclasses.replace(FULL_AUGMENT, on=augment_on)
+    return pipeline.create_split(builder, split, data, training=training,
+                                 deterministic=deterministic, **rest)
+
+
+def run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """A project command line (`[script, flags...]`) in a subprocess, from the project root."""
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=ENV, capture_output=True,
+                          text=True, **kwargs)
+
+
+# --- A tiny exported model (untrained) with made-up artists -----------------------------
+
+IMAGE_SIZE = 32
+ARTISTS = ["Piet Gridwell", "Jackson Splatterby", "Georges Pointelle", "Marko Hazeworth",
+           "Vasily Orbisky", "Vincent van Swirl"]
+ARTIST_METADATA = {
+    "Piet Gridwell": {"years": "1872 - 1944", "genre": "Neoplasticism",
+                      "nationality": "Dutch", "wikipedia": "https://example.org/gridwell"},
+    "Vincent van Swirl": {"years": "1853 - 1890", "genre": "Post-Impressionism",
+                          "nationality": "Dutch", "wikipedia": "https://example.org/swirl"},
+}
+METRICS = {"test_accuracy": 0.75, "test_loss": 0.5, "test_examples": 12}
+
+
+def create_tiny_model() -> keras.Model:
+    """Untrained, but with augmentation and dropout that would change outputs if active."""
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([
+        keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3)),
+        keras.layers.RandomFlip("horizontal_and_vertical"),
+        keras.layers.RandomContrast(0.5),
+        keras.layers.Conv2D(4, 3, strides=2, activation="relu"),
+        keras.layers.Flatten(),
+        keras.layers.Dropout(0.5),
+        keras.layers.Dense(len(ARTISTS)),
+    ])
+
+
+def export_tiny_model(path: str) -> str:
+    return export.export_model(
+        create_tiny_model(), path, artist_names=ARTISTS, image_size=IMAGE_SIZE,
+        artist_metadata=ARTIST_METADATA,
+        metadata={"dataset": "sample_paintings/tiny/1.0.0", "metrics": METRICS})
+
+
+def picture(seed: int = 0, height: int = 48, width: int = 64) -> np.ndarray:
+    """Flat colour blocks: few colours (GIF keeps them exactly) and little JPEG ringing."""
+    blocks = np.random.default_rng(seed).integers(0, 256, (4, 4, 3)).astype(np.uint8)
+    return np.kron(blocks, np.ones((height // 4, width // 4, 1))).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def tiny_saved_model(tmp_path_factory) -> str:
+    """`export_tiny_model` once per session (serving and predict.py tests read it)."""
+    return export_tiny_model(str(tmp_path_factory.mktemp("export") / "saved_model"))
+
+
+def png_header(width: int, height: int) -> bytes:
+    ihdr = b"IHDR" + struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + ihdr + struct.pack(">I", zlib.crc32(ihdr))
+
+
+# --- Training runs ---------------------------------------------------------------------
+
+
+def tiny_config(data_dir: str, **overrides) -> config_lib.TrainConfig:
+    """The default recipe, shrunk to seconds: 32 px, batches of 8, 2 epochs, on TINY."""
+    return configs.resolve("default", {"dataset": TINY, "data_dir": data_dir, "image_size": 32,
+                                       "batch_size": 8, "epochs": 2, "warmup_epochs": 1,
+                                       **overrides})
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_data_dir, tmp_path_factory):
+    """(config, workdir, metrics) of one finished `tiny_config` run, shared by the tests."""
+    workdir = str(tmp_path_factory.mktemp("run"))
+    config = tiny_config(tiny_data_dir)
+    return config, workdir, train_lib.train_and_evaluate(config, workdir)

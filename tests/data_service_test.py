@@ -9,7 +9,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import pipeline
-from tests.conftest import TINY
+from tests.conftest import TINY, make_split
 
 service = tf.data.experimental.service
 
@@ -43,21 +43,21 @@ def fingerprints(ds) -> collections.Counter:
 
 def test_every_example_of_an_epoch_arrives_exactly_once(dispatcher, sharded_builder):
     kwargs = dict(batch_size=5, image_size=16, training=False)
-    direct = fingerprints(pipeline.create_split(sharded_builder, "train", **kwargs))
-    served = fingerprints(pipeline.create_split(
+    direct = fingerprints(make_split(sharded_builder, "train", **kwargs))
+    served = fingerprints(make_split(
         sharded_builder, "train", tf_data_service=dispatcher.target, **kwargs))
     assert sum(direct.values()) == 36 and len(direct) == 36  # All distinct.
     assert served == direct
 
 
 def test_training_split_with_augmentation_runs_on_the_service(dispatcher, tiny_builder):
-    ds = pipeline.create_split(tiny_builder, "train", batch_size=6, image_size=16, training=True,
-                               tf_data_service=dispatcher.target, tf_data_service_job="train")
+    ds = make_split(tiny_builder, "train", batch_size=6, image_size=16, training=True,
+                    tf_data_service=dispatcher.target, service_job="train")
     labels = collections.Counter(int(y) for _, ys in ds for y in ys)
     assert labels == {label: 6 for label in range(6)}  # 36 = 6 full batches, each once.
 
 
 def test_service_mode_is_validated(tiny_builder):
-    with pytest.raises(ValueError, match="tf_data_service_mode"):
-        pipeline.create_split(tiny_builder, "train", batch_size=6, training=True,
-                              tf_data_service="grpc://localhost:1", tf_data_service_mode="x")
+    with pytest.raises(ValueError, match="tf.data service mode"):
+        make_split(tiny_builder, "train", batch_size=6, training=True,
+                   tf_data_service="grpc://localhost:1", service_mode="x")

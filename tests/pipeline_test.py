@@ -10,8 +10,9 @@ import pytest
 import tensorflow as tf
 
 import pipeline
-from pipeline import augment, memory, ops
-from tests.conftest import encode
+from pipeline import augment, ops
+from tools import memory
+from tests.conftest import encode, make_split
 
 GEOMETRY_OFF = dict(rotation=0.0, zoom=0.0, translate_height=0.0, translate_width=0.0,
                     contrast=0.0, flip_horizontal=False, flip_vertical=False)
@@ -44,8 +45,13 @@ def test_decode_for_size_scales_large_jpegs_only():
     assert 0 < np.abs(scaled - full).mean() < 1.5, np.abs(scaled - full).mean()
 
 
-def test_preprocess_encoded_shape_dtype_range():
-    out = ops.preprocess_encoded(tf.constant(encode(odd_image())), 24)
+def model_input(encoded, image_size, mode="stretch"):
+    """Encoded bytes -> what the model sees: float32 [S, S, 3] in [0, 1]."""
+    return ops.rescale(ops.decode_resized(encoded, image_size, mode=mode))
+
+
+def test_model_input_shape_dtype_range():
+    out = model_input(tf.constant(encode(odd_image())), 24)
     assert out.shape == (24, 24, 3) and out.dtype == tf.float32
     assert 0.0 <= float(tf.reduce_min(out)) and float(tf.reduce_max(out)) <= 1.0
     assert float(tf.math.reduce_std(out)) > 0.05  # Not a blank image.
@@ -54,9 +60,9 @@ def test_preprocess_encoded_shape_dtype_range():
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
 def test_preprocess_eager_and_in_dataset_map_agree(fmt):
     blob = encode(odd_image(), fmt)
-    eager = ops.preprocess_encoded(tf.constant(blob), 20, mode="crop")
+    eager = model_input(tf.constant(blob), 20, mode="crop")
     mapped = next(iter(tf.data.Dataset.from_tensors(blob).map(
-        lambda b: ops.preprocess_encoded(b, 20, mode="crop"))))
+        lambda b: model_input(b, 20, mode="crop"))))
     np.testing.assert_array_equal(eager.numpy(), mapped.numpy())
 
 
@@ -144,10 +150,17 @@ def test_rotation_is_a_rotation_about_the_centre_within_range():
                                atol=1e-4)
 
 
+def warp(images: tf.Tensor, transforms: tf.Tensor) -> tf.Tensor:
+    """Resamples each whole image through a given transform (same size), reflecting at edges."""
+    pixels, offsets, sizes = augment._flatten(tf.convert_to_tensor(images, tf.float32))
+    points = augment._points_jit(offsets, sizes, transforms, tuple(images.shape[1:3]))
+    return augment._render_jit(pixels, sizes[:, 1], points, None)
+
+
 def test_quarter_turn_moves_marked_pixel():
     # A hand-made 90 degree transform: output (x, y) samples input (y, 10 - x).
     transform = tf.constant([[0.0, 1.0, 0.0, -1.0, 0.0, 10.0, 0.0, 0.0]])
-    out = augment.warp(tf.constant(marked_batch(batch=1, height=11, width=11, y=2, x=5)), transform)
+    out = warp(tf.constant(marked_batch(batch=1, height=11, width=11, y=2, x=5)), transform)
     assert marks(out.numpy()) == [(5, 8)]
 
 
@@ -197,8 +210,8 @@ def test_config_rejects_out_of_range():
 
 
 def test_create_split_training_batches(tiny_builder):
-    ds = pipeline.create_split(tiny_builder, "train", batch_size=8, image_size=32,
-                               training=True, seed=3)
+    ds = make_split(tiny_builder, "train", batch_size=8, image_size=32,
+                    training=True, seed=3)
     images, labels = next(iter(ds))
     assert images.shape == (8, 32, 32, 3) and images.dtype == tf.float32
     assert labels.shape == (8,) and labels.dtype == tf.int64
@@ -209,8 +222,8 @@ def test_create_split_training_batches(tiny_builder):
 
 def test_create_split_same_seed_same_batches(tiny_builder):
     def first(seed):
-        ds = pipeline.create_split(tiny_builder, "train", batch_size=8, image_size=24,
-                                   training=True, seed=seed)
+        ds = make_split(tiny_builder, "train", batch_size=8, image_size=24,
+                        training=True, seed=seed)
         return next(iter(ds))
     (a, la), (b, lb), (c, _) = first(5), first(5), first(6)
     np.testing.assert_array_equal(a, b)
@@ -219,7 +232,7 @@ def test_create_split_same_seed_same_batches(tiny_builder):
 
 
 def test_create_split_evaluation_is_repeatable_and_complete(tiny_builder):
-    ds = pipeline.create_split(tiny_builder, "test", batch_size=5, image_size=24, training=False)
+    ds = make_split(tiny_builder, "test", batch_size=5, image_size=24, training=False)
     first = [(x.numpy(), y.numpy()) for x, y in ds]
     second = [(x.numpy(), y.numpy()) for x, y in ds]
     assert [len(y) for _, y in first] == [5, 5, 2]  # Nothing dropped: 12 test images.
@@ -230,8 +243,8 @@ def test_create_split_evaluation_is_repeatable_and_complete(tiny_builder):
 
 
 def test_create_split_one_hot(tiny_builder):
-    ds = pipeline.create_split(tiny_builder, "validation", batch_size=12, image_size=16,
-                               training=False, one_hot=True)
+    ds = make_split(tiny_builder, "validation", batch_size=12, image_size=16,
+                    training=False, one_hot=True)
     _, labels = next(iter(ds))
     assert labels.shape == (12, 6)
     np.testing.assert_array_equal(labels.numpy().sum(axis=1), np.ones(12))
@@ -239,8 +252,8 @@ def test_create_split_one_hot(tiny_builder):
 
 def test_create_split_cache_gives_same_eval_pixels(tiny_builder):
     kwargs = dict(batch_size=12, image_size=16, training=False)
-    plain = next(iter(pipeline.create_split(tiny_builder, "test", **kwargs)))[0]
-    cached = next(iter(pipeline.create_split(tiny_builder, "test", cache=True, **kwargs)))[0]
+    plain = next(iter(make_split(tiny_builder, "test", **kwargs)))[0]
+    cached = next(iter(make_split(tiny_builder, "test", cache=True, **kwargs)))[0]
     np.testing.assert_array_equal(plain, cached)
 
 
@@ -259,18 +272,18 @@ def fingerprints(ds) -> list[tuple[int, float]]:
 
 def test_training_without_augmentation_sees_the_evaluation_pixels(tiny_builder):
     kwargs = dict(batch_size=6, image_size=20)  # 36 = 6 full batches: nothing dropped.
-    train = pipeline.create_split(tiny_builder, "train", training=True, seed=1,
-                                  augment=augment.NO_AUGMENTATION, **kwargs)
-    evaluation = pipeline.create_split(tiny_builder, "train", training=False, **kwargs)
+    train = make_split(tiny_builder, "train", training=True, seed=1,
+                       augment=augment.NO_AUGMENTATION, **kwargs)
+    evaluation = make_split(tiny_builder, "train", training=False, **kwargs)
     assert fingerprints(train) == fingerprints(evaluation)
 
 
 def test_device_path_batches_are_the_unaugmented_host_batches(tiny_builder):
     kwargs = dict(batch_size=8, image_size=24, training=True, seed=2)
-    device = next(iter(pipeline.create_split(tiny_builder, "train", augment_on="device",
-                                             **kwargs)))
-    plain = next(iter(pipeline.create_split(tiny_builder, "train",
-                                            augment=augment.NO_AUGMENTATION, **kwargs)))
+    device = next(iter(make_split(tiny_builder, "train", augment_on="device",
+                                  **kwargs)))
+    plain = next(iter(make_split(tiny_builder, "train",
+                                 augment=augment.NO_AUGMENTATION, **kwargs)))
     np.testing.assert_array_equal(device[0], plain[0])
     np.testing.assert_array_equal(device[1], plain[1])
     augmented = augment.DeviceAugmentation(seed=2)(device[0], training=True)
@@ -279,8 +292,8 @@ def test_device_path_batches_are_the_unaugmented_host_batches(tiny_builder):
 
 def test_host_augmentation_cached_equals_streamed(tiny_builder):
     kwargs = dict(batch_size=12, image_size=24, training=True, seed=4)
-    streamed = [b for b in pipeline.create_split(tiny_builder, "train", **kwargs)]
-    cached = [b for b in pipeline.create_split(tiny_builder, "train", cache=True, **kwargs)]
+    streamed = [b for b in make_split(tiny_builder, "train", **kwargs)]
+    cached = [b for b in make_split(tiny_builder, "train", cache=True, **kwargs)]
     assert len(streamed) == len(cached) == 3
     for (x1, y1), (x2, y2) in zip(streamed, cached):
         np.testing.assert_array_equal(y1, y2)
@@ -289,8 +302,8 @@ def test_host_augmentation_cached_equals_streamed(tiny_builder):
 
 @pytest.mark.parametrize("mode", ["stretch", "crop"])
 def test_host_augmentation_one_hot_and_resize_modes(tiny_builder, mode):
-    ds = pipeline.create_split(tiny_builder, "train", batch_size=8, image_size=28, training=True,
-                               one_hot=True, resize_mode=mode, max_side=100)
+    ds = make_split(tiny_builder, "train", batch_size=8, image_size=28, training=True,
+                    one_hot=True, resize_mode=mode, max_side=100)
     images, labels = next(iter(ds))
     assert images.shape == (8, 28, 28, 3) and labels.shape == (8, 6)
     assert 0.0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 1.0
@@ -300,7 +313,7 @@ def test_host_augmentation_one_hot_and_resize_modes(tiny_builder, mode):
 def test_create_split_rejects_unknown_options(tiny_builder):
     for bad in (dict(augment_on="gpu"), dict(resize_mode="squash"), dict(max_side=0)):
         with pytest.raises(ValueError, match=next(iter(bad))):
-            pipeline.create_split(tiny_builder, "train", batch_size=4, training=True, **bad)
+            make_split(tiny_builder, "train", batch_size=4, training=True, **bad)
 
 
 FIRST_BATCHES = """
@@ -308,9 +321,10 @@ import hashlib, sys
 import numpy as np
 import tensorflow as tf
 import pipeline
+from tests.conftest import make_split
 tf.random.set_seed(5)  # Seeded ops combine it with their own seed, as train.py sets it.
 builder = pipeline.load_builder("sample_paintings/tiny", data_dir=sys.argv[1])
-ds = pipeline.create_split(builder, "train", batch_size=12, image_size=24, training=True, seed=9)
+ds = make_split(builder, "train", batch_size=12, image_size=24, training=True, seed=9)
 digest = hashlib.sha256()
 for _ in range(2):  # Two epochs: the second reshuffles and re-augments.
     for images, labels in ds:
@@ -328,8 +342,8 @@ def test_same_seed_same_batches_in_a_fresh_process(tiny_builder, tiny_data_dir):
 
     tf.random.set_seed(5)  # Whatever an earlier test left, as the other process does.
     try:
-        ds = pipeline.create_split(tiny_builder, "train", batch_size=12, image_size=24,
-                                   training=True, seed=9)
+        ds = make_split(tiny_builder, "train", batch_size=12, image_size=24,
+                        training=True, seed=9)
         digest = hashlib.sha256()
         for _ in range(2):
             for images, labels in ds:
@@ -347,8 +361,8 @@ def test_same_seed_same_batches_in_a_fresh_process(tiny_builder, tiny_data_dir):
 def test_device_augmentation_trains_inside_fit_and_advances_its_seed(tiny_builder):
     import keras
 
-    ds = pipeline.create_split(tiny_builder, "train", batch_size=12, image_size=16,
-                               training=True, augment_on="device")
+    ds = make_split(tiny_builder, "train", batch_size=12, image_size=16,
+                    training=True, augment_on="device")
     layer = augment.DeviceAugmentation(augment.AugmentConfig(), seed=5)
     inputs = keras.Input((16, 16, 3))
     outputs = keras.layers.Dense(6)(keras.layers.Flatten()(layer(inputs)))
@@ -369,7 +383,7 @@ def heap_mib():
             return (end - start) >> 20
     return 0
 if sys.argv[1:] == ["tune"]:
-    from pipeline import memory
+    from tools import memory
     assert memory.tune_malloc()
 libc = ctypes.CDLL(ctypes.util.find_library("c"))
 libc.malloc.restype = ctypes.c_void_p
@@ -396,6 +410,6 @@ def test_malloc_settings_take_effect_in_process_and_from_the_environment():
 
 def test_tune_malloc_has_an_escape_hatch():
     env = {**os.environ, "ARTIST_ID_DEFAULT_MALLOC": "1"}
-    assert subprocess.run([sys.executable, "-c", "from pipeline import memory; "
+    assert subprocess.run([sys.executable, "-c", "from tools import memory; "
                            "print(memory.tune_malloc())"], env=env, check=True,
                           capture_output=True, text=True).stdout.strip() == "False"

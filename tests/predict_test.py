@@ -10,8 +10,7 @@ import sys
 
 import pytest
 
-from tests.serving_test import (ARTIST_METADATA, ARTISTS, ENV, METRICS, ROOT, png_header,
-                                encode, export_tiny_model, picture)
+from tests.conftest import ARTIST_METADATA, ARTISTS, ENV, METRICS, ROOT, encode, picture, png_header
 
 GOOD = ["a.jpg", "nested/b.png", "nested/deeper/c.gif", "d.bmp"]
 # The last one passes the model's header checks and fails in the PNG decoder,
@@ -21,8 +20,8 @@ BAD = {"broken.jpg": "not an image", "empty.png": "empty input", "cut.jpg": "tru
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> str:
-    return export_tiny_model(str(tmp_path_factory.mktemp("predict") / "saved_model"))
+def model_dir(tiny_saved_model) -> str:
+    return tiny_saved_model
 
 
 @pytest.fixture(scope="module")

@@ -17,58 +17,13 @@ import tensorflow as tf
 from PIL import Image
 
 from pipeline import ops
-from trainer import export
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-IMAGE_SIZE = 32
-ARTISTS = ["Piet Gridwell", "Jackson Splatterby", "Georges Pointelle", "Marko Hazeworth",
-           "Vasily Orbisky", "Vincent van Swirl"]
-ARTIST_METADATA = {
-    "Piet Gridwell": {"years": "1872 - 1944", "genre": "Neoplasticism",
-                      "nationality": "Dutch", "wikipedia": "https://example.org/gridwell"},
-    "Vincent van Swirl": {"years": "1853 - 1890", "genre": "Post-Impressionism",
-                          "nationality": "Dutch", "wikipedia": "https://example.org/swirl"},
-}
-METRICS = {"test_accuracy": 0.75, "test_loss": 0.5, "test_examples": 12}
-
-
-def create_tiny_model() -> keras.Model:
-    """Untrained, but with augmentation and dropout that would change outputs if active."""
-    keras.utils.set_random_seed(0)
-    return keras.Sequential([
-        keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3)),
-        keras.layers.RandomFlip("horizontal_and_vertical"),
-        keras.layers.RandomContrast(0.5),
-        keras.layers.Conv2D(4, 3, strides=2, activation="relu"),
-        keras.layers.Flatten(),
-        keras.layers.Dropout(0.5),
-        keras.layers.Dense(len(ARTISTS)),
-    ])
-
-
-def export_tiny_model(path: str) -> str:
-    return export.export_model(
-        create_tiny_model(), path, artist_names=ARTISTS, image_size=IMAGE_SIZE,
-        artist_metadata=ARTIST_METADATA,
-        metadata={"dataset": "sample_paintings/tiny/1.0.0", "metrics": METRICS})
-
-
-def picture(seed: int = 0, height: int = 48, width: int = 64) -> np.ndarray:
-    """Flat colour blocks: few colours (GIF keeps them exactly) and little JPEG ringing."""
-    blocks = np.random.default_rng(seed).integers(0, 256, (4, 4, 3)).astype(np.uint8)
-    return np.kron(blocks, np.ones((height // 4, width // 4, 1))).astype(np.uint8)
-
-
-def encode(array: np.ndarray, fmt: str = "JPEG", **options) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, fmt, **options)
-    return buffer.getvalue()
-
+from serving import export
+from tests.conftest import (ARTIST_METADATA, ARTISTS, ENV, IMAGE_SIZE, METRICS, ROOT,
+                            create_tiny_model, encode, picture, png_header)
 
 @pytest.fixture(scope="module")
-def saved_model_dir(tmp_path_factory) -> str:
-    return export_tiny_model(str(tmp_path_factory.mktemp("export") / "saved_model"))
+def saved_model_dir(tiny_saved_model) -> str:
+    return tiny_saved_model
 
 
 @pytest.fixture(scope="module")
@@ -151,11 +106,6 @@ def test_two_calls_give_identical_outputs(loaded, serve):
     signature = loaded.signatures["serve_pixels"]
     np.testing.assert_array_equal(call(signature, pixels=pixels)["probabilities"],
                                   call(signature, pixels=pixels)["probabilities"])
-
-
-def png_header(width: int, height: int) -> bytes:
-    ihdr = b"IHDR" + struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + ihdr + struct.pack(">I", zlib.crc32(ihdr))
 
 
 def _jpeg_with_size(width: int, height: int) -> bytes:

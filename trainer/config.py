@@ -1,129 +1,191 @@
-"""TrainConfig: every value that decides what a run computes, and its checks."""
+"""TrainConfig: every setting of a run, in sections declared by the modules that own them.
+
+Each setting is declared once, with `pipeline.settings.setting` (type,
+default, bounds or choices, help): the pipeline's `DataConfig` and
+`AugmentConfig`, `models.ModelConfig`, `optim.OptimizerConfig`,
+`export.ExportConfig`, and the two sections below. Defaults are the
+project's `default` recipe; `configs/` holds recipes as overrides of them.
+Command-line flags (one flat `--name` per setting, as `train.py` has
+always had), `--help` and range checks all derive from the declarations.
+"""
 
 import dataclasses
-import os
+import typing
 
-OPTIMIZERS = ("rmsprop", "adamw", "sgd")
-SCHEDULES = ("constant", "cosine")
+from absl import flags
+
+from pipeline import augment as augment_lib
+from pipeline import input_pipeline, settings
+from pipeline.settings import ConfigError, setting  # noqa: F401  ConfigError: re-exported.
+from serving import export as export_lib
+from trainer import models, optim
+
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 STRATEGIES = ("default", "mirrored")
-BALANCES = ("none", "class_weight", "resample")
-# Names only (trainer/models.py has the networks): checking flags must not load TensorFlow.
-MODELS = ("seed_cnn", "resnet_small", "backbone")
-BACKBONES = ("efficientnetv2b0", "efficientnetv2s", "convnext_tiny", "resnet50", "mobilenetv3small")
 
 
-class ConfigError(ValueError):
-    """A value or combination of values that cannot work; one line says which."""
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """How long training runs, in phases, and when it stops early."""
+
+    epochs: int = setting(30, "Passes over the training split (at most, with "
+                          "--cpu_budget_seconds or --early_stopping_patience).", bounds=(1, None))
+    freeze_epochs: int = setting(0, "Backbone: epochs training the head alone before "
+                                 "unfreezing everything.", bounds=(0, None))
+    fine_tune_learning_rate_factor: float = setting(
+        0.1, "Backbone: learning rate multiplier once unfrozen.", bounds=(1e-6, 1.0))
+    early_stopping_patience: int = setting(0, "Stop after this many epochs without a better "
+                                           "validation accuracy (0: never).", bounds=(0, None))
+    cpu_budget_seconds: float = setting(0.0, "Stop at an epoch end before training CPU time "
+                                        "would exceed this many seconds (0: no limit).",
+                                        bounds=(0.0, None))
+
+    def __post_init__(self):
+        settings.check(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Where and how the computation runs; none of it changes what is learnt, but the seed."""
+
+    precision: str = setting("float32", "float32, or mixed precision for accelerators.",
+                             choices=PRECISIONS)
+    jit_compile: bool = setting(False, "Compile the training step with XLA.")
+    strategy: str = setting("default", "default (one device) or mirrored (all local GPUs).",
+                            choices=STRATEGIES)
+    deterministic: bool = setting(False, "Deterministic ops and input order: the same flags and "
+                                  "seed give the same run (slower).")
+    seed: int = setting(0, "Seed for initialisation, shuffling and augmentation.")
+
+    def __post_init__(self):
+        settings.check(self)
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Defaults are the original recipe's; `configs/` holds the named recipes."""
+    """A whole run. `recipe` names the set of overrides it was made from."""
 
-    recipe: str = "original"
-    # Data.
-    dataset: str = "sample_paintings"
-    data_dir: str | None = None
-    image_size: int = 300
-    resize_mode: str = "stretch"
-    batch_size: int = 32
-    cache: bool = False
-    balance: str = "none"
-    tf_data_service: str | None = None
-    # Augmentation: the original recipe's five Keras layers, as one warp.
-    augment: bool = True
-    augment_on: str = "host"
-    flip_horizontal: bool = True
-    flip_vertical: bool = True
-    rotation: float = 0.25
-    zoom: float = 0.2
-    translate_height: float = 0.3
-    translate_width: float = 0.2
-    contrast: float = 0.2
-    # Model.
-    model: str = "seed_cnn"
-    backbone: str = "efficientnetv2b0"
-    weights: str = "none"
-    dropout: float = 0.2
-    # Optimisation.
-    epochs: int = 20
-    optimizer: str = "rmsprop"
-    learning_rate: float = 1e-3
-    momentum: float = 0.1
-    weight_decay: float = 0.0
-    schedule: str = "constant"
-    warmup_epochs: int = 0
-    label_smoothing: float = 0.0
-    freeze_epochs: int = 0
-    fine_tune_learning_rate_factor: float = 0.1
-    early_stopping_patience: int = 0
-    cpu_budget_seconds: float = 0.0  # Stop before training CPU time exceeds this (0: no limit).
-    # Execution.
-    precision: str = "float32"
-    jit_compile: bool = False
-    strategy: str = "default"
-    deterministic: bool = False
-    seed: int = 0
-    # Export.
-    top_k: int = 5
-    export_tflite: bool = False
+    recipe: str = "default"
+    data: input_pipeline.DataConfig = dataclasses.field(default_factory=input_pipeline.DataConfig)
+    augment: augment_lib.AugmentConfig = dataclasses.field(default_factory=augment_lib.AugmentConfig)
+    model: models.ModelConfig = dataclasses.field(default_factory=models.ModelConfig)
+    optimizer: optim.OptimizerConfig = dataclasses.field(default_factory=optim.OptimizerConfig)
+    training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+    run: RunConfig = dataclasses.field(default_factory=RunConfig)
+    export: export_lib.ExportConfig = dataclasses.field(default_factory=export_lib.ExportConfig)
+
+    def __post_init__(self):
+        """Checks across sections; each section checked its own fields already."""
+        epochs = self.training.epochs
+        settings.check_that(self.optimizer.warmup_epochs < epochs,
+                            f"--warmup_epochs={self.optimizer.warmup_epochs} must be below "
+                            f"--epochs={epochs}")
+        freeze = self.training.freeze_epochs
+        settings.check_that(freeze < epochs,
+                            f"--freeze_epochs={freeze} must be below --epochs={epochs}")
+        if self.model.name == "backbone":
+            settings.check_that(self.data.image_size >= 32,
+                                "--image_size must be >= 32 for a backbone")
+            settings.check_that(freeze == 0 or self.model.weights != "none",
+                                "--freeze_epochs with --weights=none would train a random, "
+                                "frozen backbone")
+        else:
+            settings.check_that(freeze == 0, "--freeze_epochs needs --model=backbone")
+        settings.check_that(not (self.run.deterministic and self.data.tf_data_service),
+                            "--deterministic cannot hold with --tf_data_service (workers race)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def replace(self, **flat) -> "TrainConfig":
+        """A copy with settings changed by flag name, e.g. `replace(epochs=3, seed=1)`."""
+        return from_flat({**to_flat(self), **flat}, recipe=self.recipe)
 
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message)
+
+def sections() -> dict[str, type]:
+    """{section name: its dataclass}, in declaration order."""
+    hints = typing.get_type_hints(TrainConfig)
+    return {f.name: hints[f.name] for f in dataclasses.fields(TrainConfig) if f.name != "recipe"}
 
 
-def validate(config: TrainConfig) -> TrainConfig:
-    """Fails fast, with one line, on values and combinations that cannot work."""
-    _check(config.model in MODELS, f"--model={config.model}: choose one of {', '.join(MODELS)}")
-    _check(config.optimizer in OPTIMIZERS,
-           f"--optimizer={config.optimizer}: choose one of {', '.join(OPTIMIZERS)}")
-    _check(config.schedule in SCHEDULES, f"--schedule={config.schedule}: choose one of {SCHEDULES}")
-    _check(config.precision in PRECISIONS, f"--precision={config.precision}: choose one of {PRECISIONS}")
-    _check(config.strategy in STRATEGIES, f"--strategy={config.strategy}: choose one of {STRATEGIES}")
-    _check(config.balance in BALANCES, f"--balance={config.balance}: choose one of {BALANCES}")
-    _check(config.augment_on in ("host", "device"), "--augment_on must be host or device")
-    _check(config.resize_mode in ("stretch", "crop"), "--resize_mode must be stretch or crop")
-    _check(16 <= config.image_size <= 1024, f"--image_size={config.image_size}: use 16..1024")
-    _check(config.batch_size >= 1 and config.epochs >= 1, "--batch_size and --epochs must be >= 1")
-    _check(0.0 < config.learning_rate <= 10.0, f"--learning_rate={config.learning_rate}: use (0, 10]")
-    _check(0.0 <= config.momentum < 1.0, f"--momentum={config.momentum}: use [0, 1)")
-    _check(0.0 <= config.weight_decay < 1.0, f"--weight_decay={config.weight_decay}: use [0, 1)")
-    _check(0.0 <= config.label_smoothing < 1.0,
-           f"--label_smoothing={config.label_smoothing}: use [0, 1)")
-    _check(0.0 <= config.dropout < 1.0, f"--dropout={config.dropout}: use [0, 1)")
-    _check(0 <= config.warmup_epochs < config.epochs,
-           f"--warmup_epochs={config.warmup_epochs} must be below --epochs={config.epochs}")
-    _check(config.warmup_epochs == 0 or config.schedule == "cosine",
-           "--warmup_epochs needs --schedule=cosine")
-    is_backbone = config.model == "backbone"
-    _check(is_backbone or config.weights == "none",
-           f"--weights={config.weights} needs --model=backbone (--model={config.model} trains from scratch)")
-    _check(is_backbone or config.freeze_epochs == 0, "--freeze_epochs needs --model=backbone")
-    if is_backbone:
-        _check(config.backbone in BACKBONES,
-               f"--backbone={config.backbone}: choose one of {', '.join(BACKBONES)}")
-        _check(config.weights in ("imagenet", "none") or os.path.isfile(config.weights),
-               f"--weights={config.weights}: not 'imagenet', 'none' or an existing weights file")
-        _check(config.image_size >= 32, "--image_size must be >= 32 for a backbone")
-    _check(0 <= config.freeze_epochs < config.epochs,
-           f"--freeze_epochs={config.freeze_epochs} must be below --epochs={config.epochs}")
-    _check(config.freeze_epochs == 0 or config.weights != "none",
-           "--freeze_epochs with --weights=none would train a random, frozen backbone")
-    _check(0.0 < config.fine_tune_learning_rate_factor <= 1.0,
-           "--fine_tune_learning_rate_factor must be in (0, 1]")
-    _check(config.early_stopping_patience >= 0, "--early_stopping_patience must be >= 0")
-    _check(config.cpu_budget_seconds >= 0, "--cpu_budget_seconds must be >= 0")
-    _check(config.top_k >= 1, "--top_k must be >= 1")
-    _check(not (config.deterministic and config.tf_data_service),
-           "--deterministic cannot hold with --tf_data_service (workers race)")
-    for name in ("rotation", "zoom", "translate_height", "translate_width", "contrast"):
-        value = getattr(config, name)
-        _check(0.0 <= value <= (0.5 if name == "rotation" else 1.0),
-               f"--{name}={value} is out of range")
-    return config
+def setting_fields() -> dict[str, tuple[str, dataclasses.Field]]:
+    """{flag name: (section, field)} for every setting."""
+    return {settings.flag_name(field): (section, field)
+            for section, kind in sections().items() for field in dataclasses.fields(kind)}
+
+
+def to_flat(config: TrainConfig) -> dict:
+    """{flag name: value} for every setting."""
+    return {name: getattr(getattr(config, section), field.name)
+            for name, (section, field) in setting_fields().items()}
+
+
+def from_flat(values: dict, *, recipe: str = "default") -> TrainConfig:
+    """A TrainConfig from {flag name: value}; unknown names are an error, missing ones default."""
+    index = setting_fields()
+    unknown = sorted(set(values) - set(index))
+    if unknown:
+        raise ConfigError(f"unknown settings: {', '.join(unknown)}")
+    grouped: dict[str, dict] = {section: {} for section in sections()}
+    for name, value in values.items():
+        section, field = index[name]
+        grouped[section][field.name] = value
+    built = {section: kind(**grouped[section]) for section, kind in sections().items()}
+    return TrainConfig(recipe=recipe, **built)
+
+
+def from_dict(document: dict, *, keep_files: bool = True) -> TrainConfig:
+    """A TrainConfig from `config.json`: nested (this version) or flat (before sections).
+
+    Settings since removed are skipped. `keep_files=False` forgets initial
+    `weights` files (a finished run's own checkpoint replaces them, and they
+    may not exist on this machine).
+    """
+    recipe = document.get("recipe", "default")
+    if any(isinstance(document.get(section), dict) for section in sections()):
+        flat = {}
+        for section, kind in sections().items():
+            by_field = {f.name: settings.flag_name(f) for f in dataclasses.fields(kind)}
+            flat.update({by_field[k]: v for k, v in document.get(section, {}).items()
+                         if k in by_field})
+    else:
+        flat = {k: v for k, v in document.items() if k in setting_fields()}
+    if not keep_files:
+        flat["weights"] = "none"
+        flat["freeze_epochs"] = 0
+    return from_flat(flat, recipe=recipe)
+
+
+# --- Flags ----------------------------------------------------------------------------
+
+
+def define_flags(recipes: dict[str, dict], flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """One flag per setting, defaulting to None (= the recipe's value), help from the declaration.
+
+    Bounds and choices are absl's to check at parse time; the help text says
+    what each recipe sets.
+    """
+    defaults = to_flat(TrainConfig())
+    for name, (section, field) in setting_fields().items():
+        meta = field.metadata
+        per_recipe = ", ".join(f"{recipe}={values.get(name, defaults[name])}"
+                               for recipe, values in recipes.items())
+        text = f"{meta['help']} [{section}; {per_recipe}]"
+        kind = settings.value_type(field)
+        options = dict(name=name, default=None, help=text, flag_values=flag_values)
+        if meta.get("choices"):
+            flags.DEFINE_enum(enum_values=list(meta["choices"]), **options)
+        elif kind is bool:
+            flags.DEFINE_bool(**options)
+        elif kind in (int, float):
+            low, high = meta.get("bounds") or (None, None)
+            define = flags.DEFINE_integer if kind is int else flags.DEFINE_float
+            define(lower_bound=low, upper_bound=high, **options)
+        else:
+            flags.DEFINE_string(**options)
+
+
+def given_flags(flag_values: flags.FlagValues = flags.FLAGS) -> dict:
+    """{flag name: value} of the settings given on the command line."""
+    return {name: flag_values[name].value for name in setting_fields()
+            if flag_values[name].present}

@@ -1,40 +1,62 @@
-"""Runs a model over a stored split and writes the evaluation report."""
+"""Runs a model over a stored split, through the input pipeline, and writes the report.
 
+Validation (during `fit`) and test-split evaluation (after it, and in
+`evaluate.py`) read the same batches: `pipeline.create_split(training=False)`.
+"""
+
+import json
 from collections.abc import Callable
 
+import keras
 import numpy as np
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
+import pipeline
 from trainer import report
 
-# Encoded images [batch] -> probabilities [batch, artists].
+# Float32 images [batch, S, S, 3] in [0, 1] -> probabilities [batch, artists].
 PredictFn = Callable[[tf.Tensor], np.ndarray]
 
 
-def saved_model_predict_fn(model_dir: str) -> tuple[PredictFn, int]:
-    """The exported `serving_default` as a PredictFn, and how many artists it knows."""
-    signature = tf.saved_model.load(model_dir).signatures["serving_default"]
-    num_classes = signature.structured_outputs["probabilities"].shape[-1]
-    return (lambda encoded: signature(images=encoded)["probabilities"].numpy()), num_classes
+def keras_predict_fn(model: keras.Model) -> PredictFn:
+    """A Keras model's logits as probabilities (float32 even under mixed precision)."""
+
+    @tf.function
+    def predict(images):
+        return tf.nn.softmax(tf.cast(model(images, training=False), tf.float32))
+
+    return lambda images: predict(images).numpy()
 
 
-def predict_split(builder, split: str, predict_fn: PredictFn, *, batch_size: int = 64):
-    """(labels, probabilities, encoded images) over a split, in stored order."""
-    ds = builder.as_dataset(split=split, decoders={"image": tfds.decode.SkipDecoding()})
-    ds = ds.map(lambda f: (f["image"], f["label"])).batch(batch_size).prefetch(2)
-    labels, probabilities, images = [], [], []
-    for encoded, label in ds:
-        probabilities.append(predict_fn(encoded))
-        labels.append(label.numpy())
-        images.extend(encoded.numpy())
-    return np.concatenate(labels), np.concatenate(probabilities), images
+def saved_model_predict_fn(model_dir: str) -> tuple[PredictFn, dict]:
+    """An exported model's `serve_float_pixels` as a PredictFn, and its metadata document.
+
+    The signature quantises [0, 1] floats back to the uint8 pixels the pipeline
+    made (exactly: they are uint8 / 255) and skips its resize for images
+    already at the model's size, so it sees what `serving_default` sees.
+    """
+    loaded = tf.saved_model.load(model_dir)
+    document = json.loads(loaded.signatures["metadata"]()["metadata"].numpy())
+    signature = loaded.signatures["serve_float_pixels"]
+    return (lambda images: signature(pixels=images)["probabilities"].numpy()), document
 
 
-def evaluate_split(builder, split: str, predict_fn: PredictFn, out_dir: str, *,
-                   batch_size: int = 64) -> dict:
+def predict_split(builder, split: str, data: pipeline.DataConfig,
+                  predict_fn: PredictFn) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, probabilities) over a split, in stored order."""
+    labels, probabilities = [], []
+    for images, batch_labels in pipeline.create_split(builder, split, data, training=False):
+        probabilities.append(predict_fn(images))
+        labels.append(batch_labels.numpy())
+    return np.concatenate(labels), np.concatenate(probabilities)
+
+
+def evaluate_split(builder, split: str, data: pipeline.DataConfig, predict_fn: PredictFn,
+                   out_dir: str) -> dict:
     """Writes report.json, report.md, confusion.png and mistakes.png; returns the metrics."""
-    names = list(builder.info.features["label"].names)
-    labels, probabilities, images = predict_split(builder, split, predict_fn, batch_size=batch_size)
-    return report.write_report(out_dir, labels=labels, probabilities=probabilities, names=names,
-                               images=images, title=f"{builder.info.full_name} / {split}")
+    labels, probabilities = predict_split(builder, split, data, predict_fn)
+    return report.write_report(
+        out_dir, labels=labels, probabilities=probabilities,
+        names=pipeline.artist_names(builder),
+        images=pipeline.encoded_images(builder, split),
+        title=f"{builder.info.full_name} / {split}")

@@ -1,8 +1,13 @@
 """Model definitions. Every model maps float32 images in [0, 1] to float32 logits."""
 
+import dataclasses
+import os
 from collections.abc import Callable
 
 import keras
+
+from pipeline import settings
+from pipeline.settings import setting
 
 layers = keras.layers
 
@@ -109,6 +114,31 @@ MODELS: dict[str, Callable[..., keras.Model]] = {
     "resnet_small": resnet_small,
     "backbone": backbone_model,
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Which network, and what it starts from."""
+
+    name: str = setting("resnet_small", "seed_cnn (the original CNN), resnet_small (a small "
+                        "residual net from scratch) or backbone (a keras.applications network, "
+                        "see --backbone).", choices=tuple(MODELS), flag="model")
+    backbone: str = setting("efficientnetv2b0", "keras.applications backbone for --model=backbone.",
+                            choices=tuple(BACKBONES))
+    weights: str = setting("none", "Backbone weights: imagenet (downloads once; needs internet), "
+                           "none, or a local weights file.")
+    dropout: float = setting(0.2, "Dropout before the classifier (resnet_small, backbone).",
+                             bounds=(0.0, 0.99))
+
+    def __post_init__(self):
+        settings.check(self)
+        is_backbone = self.name == "backbone"
+        settings.check_that(is_backbone or self.weights == "none",
+                            f"--weights={self.weights} needs --model=backbone "
+                            f"(--model={self.name} trains from scratch)")
+        settings.check_that(self.weights in ("imagenet", "none") or os.path.isfile(self.weights),
+                            f"--weights={self.weights}: not 'imagenet', 'none' or an existing "
+                            "weights file")
 
 
 def create_model(name: str, *, num_classes: int, image_size: int, **options) -> keras.Model:

@@ -7,7 +7,9 @@ import os
 
 import numpy as np
 
-TOP_K = 5
+from serving import export
+
+TOP_K = export.DEFAULT_TOP_K
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:

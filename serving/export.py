@@ -25,6 +25,7 @@ is decoded at 1/2, 1/4 or 1/8 scale by libjpeg, then area-resized, so a served
 photo and the same file in the test split give the same pixels.
 """
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -33,11 +34,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pipeline import ops
-from trainer import request_checks
+from pipeline import ops, settings
+from pipeline.settings import setting
+from serving import request_checks
 
 SERVING_INPUT = request_checks.SERVING_INPUT
 PIXELS_INPUT = "pixels"
+# Artists a served answer lists; the report's top-k accuracy counts the same k.
 DEFAULT_TOP_K = 5
 DEFAULT_MAX_PIXELS = request_checks.DEFAULT_MAX_PIXELS
 # Images decoded at once inside one call: both cores stay busy on a batch.
@@ -48,6 +51,17 @@ ARTISTS_FILE = "artists.txt"
 METADATA_FILE = "metadata.json"
 TFLITE_FILES = {"float32": "model_float32.tflite", "dynamic_range": "model_dynamic_range.tflite"}
 
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """What the exported model answers with, and which files are written."""
+
+    top_k: int = setting(DEFAULT_TOP_K, "Artists the exported model returns per image.",
+                         bounds=(1, None))
+    export_tflite: bool = setting(False, "Also write float and quantised TFLite models.")
+
+    def __post_init__(self):
+        settings.check(self)
 
 
 def serving_outputs(
@@ -297,7 +311,11 @@ def export_tflite(
 
 
 def tflite_predict(tflite_path: str, pixels: np.ndarray) -> np.ndarray:
-    """Probabilities [n, artists] from a TFLite file for float32 pixels [n, size, size, 3]."""
+    """Probabilities [n, artists] from a TFLite file for float32 pixels [n, size, size, 3].
+
+    What an app runs on a phone, in Python: `benchmarks/tflite_compare.py` and
+    the tests compare it with the SavedModel.
+    """
     interpreter = tf.lite.Interpreter(model_path=tflite_path)
     interpreter.allocate_tensors()
     (source,), (target,) = interpreter.get_input_details(), interpreter.get_output_details()

@@ -1,6 +1,6 @@
 """A contact sheet of training augmentation: each painting as stored, then `n` augmented versions.
 
-    python -m pipeline.preview --dataset=sample_paintings --split=train --n=5 --out=preview.png
+    python -m tools.preview --dataset=sample_paintings --split=train --n=5 --out=preview.png
 
 One row per painting (the first `--paintings` of the split, one artist each
 where possible), labelled with the artist's name: the stored image resized
@@ -10,7 +10,14 @@ path: one fused warp from the decoded painting, then contrast).
 
 import sys
 
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
 from absl import app, flags
+from PIL import Image, ImageDraw
+
+import pipeline
+from pipeline import augment, input_pipeline, ops
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "sample_paintings", "TFDS dataset as name[/config][:version].")
@@ -20,7 +27,7 @@ flags.DEFINE_integer("n", 5, "Augmented versions per painting.", lower_bound=1)
 flags.DEFINE_integer("paintings", 4, "Paintings (rows) on the sheet.", lower_bound=1)
 flags.DEFINE_integer("image_size", 160, "Side of each tile: the training image size.",
                      lower_bound=16)
-flags.DEFINE_enum("resize_mode", "stretch", ["stretch", "crop"], "How paintings become squares.")
+flags.DEFINE_enum("resize_mode", "stretch", list(ops.RESIZE_MODES), "How paintings become squares.")
 flags.DEFINE_integer("seed", 0, "Augmentation seed.")
 flags.DEFINE_string("out", "preview.png", "Output PNG.")
 
@@ -39,8 +46,6 @@ def sheet_size(rows: int, n: int, image_size: int) -> tuple[int, int]:
 
 def pick_paintings(builder, split: str, count: int) -> list[tuple[bytes, int]]:
     """The first `count` (encoded image, label) pairs, preferring one per artist."""
-    import tensorflow_datasets as tfds
-
     ds = builder.as_dataset(split=split, decoders={"image": tfds.decode.SkipDecoding()})
     chosen, spare, seen = [], [], set()
     for example in ds.as_numpy_iterator():
@@ -54,11 +59,6 @@ def pick_paintings(builder, split: str, count: int) -> list[tuple[bytes, int]]:
 
 def render_row(encoded: bytes, *, n: int, image_size: int, resize_mode: str, seed: int):
     """uint8 [(n + 1), S, S, 3]: the evaluation view, then `n` augmentations."""
-    import numpy as np
-    import tensorflow as tf
-
-    from pipeline import augment, input_pipeline, ops
-
     stored = ops.decode_resized(tf.constant(encoded), image_size, mode=resize_mode)
     batch = ops.decode_batch_within({"image": tf.constant([encoded] * n)},
                                     max_side=input_pipeline.default_max_side(image_size))
@@ -69,10 +69,8 @@ def render_row(encoded: bytes, *, n: int, image_size: int, resize_mode: str, see
     return np.concatenate([stored.numpy()[None], augmented])
 
 
-def make_sheet(rows: list[tuple[str, "np.ndarray"]], image_size: int):
+def make_sheet(rows: list[tuple[str, np.ndarray]], image_size: int):
     """Pillow image of labelled rows of tiles, laid out as `sheet_size` says."""
-    from PIL import Image, ImageDraw
-
     n = len(rows[0][1]) - 1
     sheet = Image.new("RGB", sheet_size(len(rows), n, image_size), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
@@ -101,8 +99,6 @@ def write_preview(builder, split: str, out: str, *, n: int, paintings: int, imag
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    import pipeline
-
     try:
         builder = pipeline.load_builder(FLAGS.dataset, data_dir=FLAGS.data_dir)
     except pipeline.DatasetError as e:

@@ -1,6 +1,6 @@
 """Writes a few stored images of a split to a folder, named after their artist.
 
-    python -m pipeline.samples --dataset=sample_paintings --split=test --per_artist=1 --out=DIR
+    python -m tools.samples --dataset=sample_paintings --split=test --per_artist=1 --out=DIR
 
 Handy for trying `predict.py` on paintings the model never trained on.
 """
@@ -10,7 +10,10 @@ import os
 import re
 import sys
 
+import tensorflow_datasets as tfds
 from absl import app, flags
+
+import pipeline
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "sample_paintings", "TFDS dataset as name[/config][:version].")
@@ -27,8 +30,6 @@ def slug(name: str) -> str:
 
 def write_samples(builder, split: str, out: str, *, per_artist: int) -> list[str]:
     """Writes the first `per_artist` stored JPEGs of each artist; returns their paths."""
-    import tensorflow_datasets as tfds
-
     names = builder.info.features["label"].names
     counts, paths = collections.Counter(), []
     ds = builder.as_dataset(split=split, decoders={"image": tfds.decode.SkipDecoding()})
@@ -49,8 +50,6 @@ def write_samples(builder, split: str, out: str, *, per_artist: int) -> list[str
 
 def main(argv):
     del argv
-    import pipeline
-
     try:
         builder = pipeline.load_builder(FLAGS.dataset, data_dir=FLAGS.data_dir)
     except pipeline.DatasetError as e:

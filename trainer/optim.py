@@ -1,0 +1,69 @@
+"""Optimizer, learning-rate schedule, loss and metrics: what a training step needs."""
+
+import dataclasses
+
+import keras
+
+from pipeline import settings
+from pipeline.settings import setting
+from trainer import report
+
+OPTIMIZERS = ("rmsprop", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    """How weights move: optimizer, learning-rate schedule, regularisation of the loss."""
+
+    name: str = setting("adamw", "Optimizer.", choices=OPTIMIZERS, flag="optimizer")
+    learning_rate: float = setting(2e-3, "Peak learning rate.", bounds=(1e-8, 10.0))
+    momentum: float = setting(0.0, "Momentum (rmsprop, sgd).", bounds=(0.0, 0.999))
+    weight_decay: float = setting(0.05, "Decoupled weight decay.", bounds=(0.0, 0.99))
+    schedule: str = setting("cosine", "Learning-rate schedule.", choices=SCHEDULES)
+    warmup_epochs: int = setting(2, "Linear warm-up epochs (cosine schedule).", bounds=(0, None))
+    label_smoothing: float = setting(0.1, "Label smoothing.", bounds=(0.0, 0.99))
+
+    def __post_init__(self):
+        settings.check(self)
+        settings.check_that(self.warmup_epochs == 0 or self.schedule == "cosine",
+                            "--warmup_epochs needs --schedule=cosine")
+
+
+def create_learning_rate(config: OptimizerConfig, base: float, *, steps_per_epoch: int,
+                         epochs: int, warmup_epochs: int):
+    """A float (constant) or a cosine decay with linear warm-up, over `epochs`."""
+    if config.schedule == "constant":
+        return base
+    warmup = warmup_epochs * steps_per_epoch
+    total = max(1, epochs * steps_per_epoch)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=base / 100 if warmup else base, decay_steps=max(1, total - warmup),
+        warmup_target=base if warmup else None, warmup_steps=warmup)
+
+
+def create_optimizer(config: OptimizerConfig, learning_rate) -> keras.optimizers.Optimizer:
+    decay = config.weight_decay or None
+    if config.name == "rmsprop":
+        return keras.optimizers.RMSprop(learning_rate, momentum=config.momentum, weight_decay=decay)
+    if config.name == "sgd":
+        return keras.optimizers.SGD(learning_rate, momentum=config.momentum, weight_decay=decay)
+    return keras.optimizers.AdamW(learning_rate, weight_decay=config.weight_decay)
+
+
+def uses_one_hot(config: OptimizerConfig) -> bool:
+    """Label smoothing needs one-hot labels; otherwise sparse ones are cheaper."""
+    return bool(config.label_smoothing)
+
+
+def create_loss_and_metrics(config: OptimizerConfig, num_classes: int):
+    """Cross-entropy on logits, accuracy and top-k accuracy (k as in the report)."""
+    k = min(report.TOP_K, num_classes)
+    if uses_one_hot(config):
+        return (keras.losses.CategoricalCrossentropy(from_logits=True,
+                                                     label_smoothing=config.label_smoothing),
+                [keras.metrics.CategoricalAccuracy(name="accuracy"),
+                 keras.metrics.TopKCategoricalAccuracy(k, name=f"top{k}_accuracy")])
+    return (keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            [keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+             keras.metrics.SparseTopKCategoricalAccuracy(k, name=f"top{k}_accuracy")])

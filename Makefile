@@ -29,7 +29,7 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/tfds build artist_tfds/sample_paintings --config=default --data_dir=$(DATA_DIR)
 	$(BIN)/python train.py $(DEMO_FLAGS) --data_dir=$(DATA_DIR) --workdir=$(WORKDIR)
-	$(BIN)/python -m pipeline.samples --dataset=sample_paintings --data_dir=$(DATA_DIR) \
+	$(BIN)/python -m tools.samples --dataset=sample_paintings --data_dir=$(DATA_DIR) \
 	  --split=test --per_artist=1 --out=$(DEMO)/samples
 	$(BIN)/python predict.py --model_dir=$(WORKDIR)/saved_model --top_k=3 $(DEMO)/samples
 

@@ -31,6 +31,8 @@ flags.DEFINE_integer("original_epochs", 20, "Epochs of the original recipe (20 i
 flags.DEFINE_integer("max_default_epochs", 60, "Upper bound on the default recipe's epochs.",
                      lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seed of both runs.")
+flags.DEFINE_list("set", [], "Settings applied to both runs, as name=value (e.g. "
+                  "image_size=64,batch_size=16 for a quick smoke run).")
 flags.mark_flags_as_required(["source_dir", "workdir"])
 
 
@@ -78,12 +80,14 @@ def main(argv):
     del argv
     import configs
     from tools import memory
+    from trainer import config as config_lib
     from trainer import train_lib
 
     memory.tune_malloc()  # As train.py: both recipes run with it.
     data_dir = os.path.join(FLAGS.workdir, "data")
     dataset = build_dataset(FLAGS.source_dir, data_dir, FLAGS.dataset_config)
-    common = {"dataset": dataset, "data_dir": data_dir, "seed": FLAGS.seed}
+    common = {"dataset": dataset, "data_dir": data_dir, "seed": FLAGS.seed,
+              **config_lib.parse_assignments(FLAGS.set)}
 
     original = configs.resolve("original", {**common, "epochs": FLAGS.original_epochs})
     logging.info("Training the original recipe: %s", original)

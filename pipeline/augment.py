@@ -412,8 +412,9 @@ class DeviceAugmentation(keras.layers.Layer):
     Prepend it to the model for `fit`; leave it out of the exported model. It
     augments only when `training` is true; otherwise it returns its input
     unchanged. Call k uses the stateless seed [seed, k] (a Keras
-    `SeedGenerator`, saved with the model's variables, so a resumed run
-    continues the sequence). Inputs are float32 [B, S, S, 3] in [0, 1]:
+    `SeedGenerator`; weight files do not hold its state, so a resumed run
+    starts the sequence again at [seed, 0] and repeats the first epochs'
+    draws). Inputs are float32 [B, S, S, 3] in [0, 1]:
     `create_split` batches for an `AugmentConfig(on="device")`, already resized, so on
     this path the warp resamples the resized square (the fused resize is a
     host-path feature).

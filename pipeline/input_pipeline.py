@@ -165,7 +165,8 @@ def batch_paintings(ds: tf.data.Dataset, batch_size: int, *, decoded: bool, max_
 
 def warp_paintings(ds: tf.data.Dataset, data: DataConfig, augment: augment_lib.AugmentConfig, *,
                    seed: int, parallel: dict) -> tf.data.Dataset:
-    """Batched paintings -> {"image": float32 [B, S, S, 3], "label"}: resize and augment as one warp."""
+    """Batched paintings -> {"image": float32 [B, S, S, 3], "label"}: resized and augmented
+    by one warp."""
     warp = functools.partial(augment_lib.random_resized_augment, image_size=data.image_size,
                              config=augment, resize_mode=data.resize_mode)
     # A fresh, seeded pair per batch and per epoch: stateless, so reproducible.

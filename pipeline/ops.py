@@ -50,10 +50,10 @@ def decode_at_ratio(encoded: tf.Tensor, ratio_index: tf.Tensor) -> tf.Tensor:
 def decode_for_size(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
     """Decodes for `resize(..., image_size)`: a large JPEG at 1/2, 1/4 or 1/8 scale.
 
-    libjpeg's scaled inverse DCT is the cheapest antialiased shrink there is:
-    a 1000 x 900 painting for a 160-px model decodes at half size with 25%
-    less CPU (1.74 vs 2.30 ms; entropy decoding stays), and the area resize
-    then averages 4x fewer pixels. The shorter side stays >=
+    libjpeg's scaled inverse DCT is the cheapest antialiased shrink there is
+    (it skips part of the decode; entropy decoding stays), and the area resize
+    then averages 4-64x fewer pixels (README: serving large photos). The
+    shorter side stays >=
     JPEG_REDUCING_GAP x image_size. Other formats, and JPEGs less than
     4 x image_size on their shorter side, decode at full size.
     """
@@ -74,11 +74,11 @@ def resample(image: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
 
     Each axis that shrinks is box-filtered (`area`: every output pixel is the
     exact area-weighted mean of the input pixels it covers); an axis that
-    grows is interpolated bilinearly. On 2 cores this is about twice as fast
-    as `tf.image.resize(..., antialias=True)` (a triangle filter), and on real
-    paintings the two differ by 0.7/255 on average at 224 -> 160 px, 1.2/255
-    at 224 -> 96 px (measured): the same brushwork survives, the CPU cost of
-    serving and evaluation drops.
+    grows is interpolated bilinearly. Cheaper on CPU than
+    `tf.image.resize(..., antialias=True)` (a wider triangle filter), and on
+    real paintings the two differ by about 1/255 on average at 224 -> 160 or
+    96 px: the same brushwork survives, the CPU cost of serving and
+    evaluation drops.
     """
     size = tf.convert_to_tensor(size, tf.int32)
     shape = tf.shape(image)[:2]
@@ -186,9 +186,8 @@ def decode_batch_within(features: Features, *, max_side: int) -> Features:
 
     Each painting decoded at (at most) `max_side`, then laid out by
     `flat_pixels` with no padding to a common size. One graph of B
-    independent decodes and one concat:
-    cheaper than decoding per element and `ragged_batch` (measured 0.40 vs
-    0.67 ms of CPU per 224-px painting).
+    independent decodes and one concat: cheaper than decoding per element and
+    then `ragged_batch`, which copies every painting once more.
     """
     encoded = features["image"]
     images = [fit_within(decode_image(encoded[i]), max_side) for i in range(encoded.shape[0])]

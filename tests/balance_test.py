@@ -23,7 +23,7 @@ def test_label_counts_and_class_weights(skewed_builder):
 
 def epochs(builder, balance, n=3, seed=0, pause=0.0):
     """(label, mean pixel) per example, per epoch; `pause` seconds after each batch."""
-    ds = make_split(builder, "train", batch_size=6, image_size=8, training=True,
+    ds = make_split(builder, "train", batch_size=6, image_size=16, training=True,
                     seed=seed, augment=augment.NO_AUGMENTATION, balance=balance)
     result = []
     for _ in range(n):
@@ -69,7 +69,7 @@ def test_balance_is_validated(skewed_builder):
     with pytest.raises(ValueError, match="balance"):
         make_split(skewed_builder, "train", batch_size=6, training=True, balance="oversample")
     # class_weight leaves the data as it is (the weights go to `fit`).
-    ds = make_split(skewed_builder, "test", batch_size=6, image_size=8,
+    ds = make_split(skewed_builder, "test", batch_size=6, image_size=16,
                     training=False, balance="class_weight")
     assert sorted(int(y) for _, ys in ds for y in ys) == [0, 0, 1, 1, 2, 2]
     assert tf.is_tensor(next(iter(ds))[1])

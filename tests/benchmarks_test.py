@@ -49,7 +49,7 @@ def test_recipe_compare(tmp_path):
     from PIL import Image
 
     rng = np.random.default_rng(0)
-    for artist in range(3):  # 135 noisy paintings in three palettes: a batch of 32 to train on.
+    for artist in range(3):  # 135 noisy paintings in three palettes: batches of 16 to train on.
         folder = tmp_path / "source" / f"Artist_{artist}"
         folder.mkdir(parents=True)
         palette = np.array([60 * artist + 40, 200 - 50 * artist, 90 + 40 * artist], np.float32)
@@ -58,7 +58,7 @@ def test_recipe_compare(tmp_path):
             Image.fromarray(pixels).save(folder / f"{i}.jpg", quality=90)
     figures = last_json("recipe_compare.py", f"--source_dir={tmp_path / 'source'}",
                         f"--workdir={tmp_path / 'work'}", "--original_epochs=1",
-                        "--max_default_epochs=1")
+                        "--max_default_epochs=1", "--set=image_size=32,batch_size=16")
     assert set(figures) == {"original", "default"}
     for run in figures.values():
         assert run["epochs"] == 1 and 0 <= run["test_accuracy"] <= 1

@@ -8,7 +8,6 @@ import tensorflow as tf
 
 import tensorflow_datasets as tfds
 
-import pipeline
 from tests.conftest import TINY, make_split
 
 service = tf.data.experimental.service

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 import pipeline
-from pipeline import augment, ops
+from pipeline import augment, input_pipeline, ops
 from tools import memory
 from tests.conftest import encode, make_split
 
@@ -413,3 +413,45 @@ def test_tune_malloc_has_an_escape_hatch():
     assert subprocess.run([sys.executable, "-c", "from tools import memory; "
                            "print(memory.tune_malloc())"], env=env, check=True,
                           capture_output=True, text=True).stdout.strip() == "False"
+
+
+# --- Each stage of create_split on its own ----------------------------------------------
+
+
+def test_read_shards_gives_encoded_records_in_stored_order(tiny_builder):
+    records = list(input_pipeline.read_shards(tiny_builder, "test", training=False, seed=0))
+    assert len(records) == 12 and set(records[0]) == {"image", "label"}
+    assert records[0]["image"].dtype == tf.string
+    assert [r["image"].numpy() for r in records] == pipeline.encoded_images(tiny_builder, "test")
+    stored = [int(f["label"]) for f in tiny_builder.as_dataset(split="test")]
+    assert [int(r["label"]) for r in records] == stored
+
+
+def test_shuffle_or_rebalance_keeps_each_record_once_per_epoch(tiny_builder):
+    ds = input_pipeline.read_shards(tiny_builder, "train", training=True, seed=0)
+    shuffled = input_pipeline.shuffle_or_rebalance(ds, tiny_builder, "train", balance="none",
+                                                   seed=0, buffer=64)
+    first, second = ([r["image"].numpy() for r in shuffled] for _ in range(2))
+    assert sorted(first) == sorted(second) and len(first) == 36
+    assert first != second  # Reshuffled each epoch.
+
+
+def test_batch_images_rescales_and_drops_the_remainder_only_when_training():
+    squares = tf.data.Dataset.from_tensor_slices(
+        {"image": np.full((5, 4, 4, 3), 255, np.uint8), "label": np.arange(5)})
+    parallel = dict(num_parallel_calls=None, deterministic=True)
+    training = list(input_pipeline.batch_images(squares, 2, training=True, parallel=parallel))
+    evaluation = list(input_pipeline.batch_images(squares, 2, training=False, parallel=parallel))
+    assert [len(b["label"]) for b in training] == [2, 2]
+    assert [len(b["label"]) for b in evaluation] == [2, 2, 1]
+    assert training[0]["image"].dtype == tf.float32 and float(training[0]["image"][0, 0, 0, 0]) == 1.0
+
+
+def test_to_pairs_gives_sparse_or_one_hot_labels():
+    batch = tf.data.Dataset.from_tensors({"image": tf.zeros([2, 4, 4, 3]),
+                                          "label": tf.constant([2, 0], tf.int64)})
+    parallel = dict(num_parallel_calls=None, deterministic=True)
+    (_, sparse), = input_pipeline.to_pairs(batch, num_classes=3, one_hot=False, parallel=parallel)
+    (_, dense), = input_pipeline.to_pairs(batch, num_classes=3, one_hot=True, parallel=parallel)
+    assert sparse.numpy().tolist() == [2, 0]
+    assert dense.numpy().tolist() == [[0, 0, 1], [1, 0, 0]]

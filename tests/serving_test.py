@@ -8,9 +8,7 @@ import struct
 import subprocess
 import sys
 import textwrap
-import zlib
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf

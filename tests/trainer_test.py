@@ -7,20 +7,18 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
-import h5py
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import flags
 
 import configs
 import pipeline
 from artist_tfds import features
+from pipeline import augment
 from tests.conftest import ENV, ROOT, SKEWED_COUNTS, TINY, encode, tiny_config
 from trainer import callbacks as callbacks_lib
 from trainer import config as config_lib
@@ -328,8 +326,32 @@ def test_label_smoothing_gives_one_hot_labels_and_a_smoothed_loss(tiny_builder, 
 
 
 def skewed_config(builder, **overrides):
-    return tiny_config(builder.data_dir_root, dataset="skewed_paintings", batch_size=6,
+    return tiny_config(str(builder.data_dir_root), dataset="skewed_paintings", batch_size=6,
                        image_size=16, **overrides)
+
+
+class Probe(keras.callbacks.Callback):
+    """Calls `record(model, epoch)` before training (epoch None) and after each epoch."""
+
+    def __init__(self, record):
+        super().__init__()
+        self.record = record
+
+    def on_train_begin(self, logs=None):
+        self.record(self.model, None)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.record(self.model, epoch)
+
+
+@pytest.fixture
+def probe(monkeypatch):
+    """probe(record): every training phase from now on also runs `Probe(record)`."""
+    def install(record):
+        create = callbacks_lib.create_callbacks
+        monkeypatch.setattr(callbacks_lib, "create_callbacks",
+                            lambda *a, **k: create(*a, **k) + [Probe(record)])
+    return install
 
 
 def test_resampled_training_batches_are_balanced(skewed_builder):
@@ -345,12 +367,22 @@ def test_resampled_training_batches_are_balanced(skewed_builder):
     assert min(resampled.values()) >= 18, resampled  # 26 each expected; 6 without resampling.
 
 
-def test_class_weights_change_the_loss(skewed_builder, tmp_path):
+@pytest.fixture
+def op_determinism_restored():
+    """Deterministic runs enable TF op determinism process-wide (no public way back): undo it,
+    or later tests would run without XLA, which Keras turns off under op determinism."""
+    from tensorflow.python.framework import config as tf_config
+
+    yield
+    tf_config.disable_op_determinism()
+
+
+def test_class_weights_change_the_loss(skewed_builder, tmp_path, op_determinism_restored):
     def first_loss(balance):
         config = skewed_config(skewed_builder, balance=balance, epochs=1, warmup_epochs=0,
                                deterministic=True, model="seed_cnn")
         workdir = str(tmp_path / balance)
-        train_lib.train_and_evaluate(config, workdir)
+        train_lib.train(config, workdir, skewed_builder)
         with open(os.path.join(workdir, "metrics.csv")) as f:
             return float(next(csv.DictReader(f))["loss"])
 
@@ -361,65 +393,54 @@ def test_class_weights_change_the_loss(skewed_builder, tmp_path):
     assert first_loss("none") != pytest.approx(first_loss("class_weight"), rel=1e-4)
 
 
-def seed_generator_states(weights_file: str) -> list[list[int]]:
-    """Every Keras SeedGenerator state saved in a .weights.h5 file."""
+def test_device_augmentation_trains_and_its_run_reloads(tiny_data_dir, tiny_builder, tmp_path,
+                                                        probe):
     states = []
-    with h5py.File(weights_file, "r") as f:
-        f.visititems(lambda name, item: states.append(item[()].tolist())
-                     if "seed_generator" in name and isinstance(item, h5py.Dataset) else None)
-    return states
+    def record(model, epoch):
+        layer = next(x for x in model.layers if isinstance(x, augment.DeviceAugmentation))
+        states.append(layer.seed_generator.state.numpy().tolist())
 
-
-def test_device_augmentation_trains_and_its_run_reloads(tiny_data_dir, tmp_path):
+    probe(record)
     config = tiny_config(tiny_data_dir, augment_on="device", seed=3)
     workdir = str(tmp_path / "run")
-    train_lib.train_and_evaluate(config, workdir)
-    # The checkpoint holds the training model's weights, augmentation layer included.
-    states = seed_generator_states(os.path.join(workdir, callbacks_lib.BEST_WEIGHTS))
-    steps_per_epoch = 36 // 8
-    assert len(states) == 1 and states[0][0] == 3
-    assert states[0][1] in (steps_per_epoch, 2 * steps_per_epoch)  # Advanced once per step.
-    _, model = train_lib.load_run(workdir)  # Used to fail: the bare model has no such layer.
-    pixels = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
-    served = tf.saved_model.load(os.path.join(workdir, "saved_model")).signatures["serve_pixels"]
-    np.testing.assert_allclose(tf.nn.softmax(model(pixels / 255.0, training=False)),
-                               served(pixels=tf.constant(pixels))["probabilities"], atol=1e-5)
+    train_lib.prepare_workdir(config, workdir, overwrite=False)
+    model = train_lib.train(config, workdir, tiny_builder)
+    assert states == [[3, 0], [3, 4], [3, 8]]  # One augmentation per step: 36 // 8 a epoch.
+    # The checkpoint holds the training model's weights; load_run used to fail on it.
+    _, loaded = train_lib.load_run(workdir)
+    images = np.random.default_rng(0).random((4, 32, 32, 3), dtype=np.float32)
+    np.testing.assert_allclose(loaded(images, training=False), model(images, training=False),
+                               atol=1e-6)
 
 
-class WeightsPerEpoch(keras.callbacks.Callback):
-    """Records the backbone's weights before training and after each epoch."""
-
-    def __init__(self, log):
-        super().__init__()
-        self.log = log
-
-    def backbone(self):
-        return [w.copy() for w in self.model.get_layer(models.BACKBONE_LAYER).get_weights()]
-
-    def on_train_begin(self, logs=None):
-        self.log.setdefault("start", self.backbone())
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.log[epoch] = self.backbone()
-
-
-def test_backbone_is_frozen_then_fine_tuned(tiny_data_dir, tmp_path, monkeypatch):
+def test_backbone_is_frozen_then_fine_tuned(tiny_data_dir, tiny_builder, tmp_path, probe):
     base = keras.applications.MobileNetV3Small(include_top=False, weights=None,
-                                               input_shape=(48, 48, 3), pooling="avg")
+                                               input_shape=(32, 32, 3), pooling="avg")
     weights = str(tmp_path / "backbone.weights.h5")
     base.save_weights(weights)
     log = {}
-    create = callbacks_lib.create_callbacks
-    monkeypatch.setattr(callbacks_lib, "create_callbacks",
-                        lambda *a, **k: create(*a, **k) + [WeightsPerEpoch(log)])
+    probe(lambda model, epoch: log.setdefault(epoch, [
+        w.copy() for w in model.get_layer(models.BACKBONE_LAYER).get_weights()]))
     config = tiny_config(tiny_data_dir, model="backbone", backbone="mobilenetv3small",
-                         weights=weights, freeze_epochs=1, epochs=2, image_size=48)
-    train_lib.train_and_evaluate(config, str(tmp_path / "run"))
-    for start, loaded in zip(log["start"], base.get_weights()):
+                         weights=weights, freeze_epochs=1, epochs=2, warmup_epochs=0)
+    train_lib.train(config, str(tmp_path / "run"), tiny_builder)
+    for start, loaded in zip(log[None], base.get_weights()):
         np.testing.assert_array_equal(start, loaded)  # Started from the weights file.
-    for start, frozen in zip(log["start"], log[0]):
+    for start, frozen in zip(log[None], log[0]):
         np.testing.assert_array_equal(start, frozen)  # Epoch 1: the head alone.
     assert any(not np.array_equal(a, b) for a, b in zip(log[0], log[1]))  # Then everything.
+
+
+def test_jit_compile_and_mixed_precision_reach_the_training_step(tiny_data_dir, tiny_builder,
+                                                                 tmp_path, probe):
+    seen = {}
+    probe(lambda model, epoch: seen.setdefault(
+        "compiled", (bool(model.jit_compile), model.layers[1].compute_dtype)))
+    config = tiny_config(tiny_data_dir, jit_compile=True, precision="mixed_bfloat16",
+                         epochs=1, warmup_epochs=0, model="seed_cnn")
+    train_lib.train(config, str(tmp_path / "run"), tiny_builder)
+    assert seen["compiled"] == (True, "bfloat16")
+    assert keras.mixed_precision.global_policy().name == "float32"  # Restored afterwards.
 
 
 MIRRORED = """
@@ -427,36 +448,23 @@ import json, sys
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-import keras
+import pipeline
 from tests.conftest import tiny_config
-from trainer import callbacks as callbacks_lib
 from trainer import train_lib
 
-seen = {}
-
-class Probe(keras.callbacks.Callback):
-    def on_train_begin(self, logs=None):
-        seen["replicas"] = self.model.distribute_strategy.num_replicas_in_sync
-        seen["compute_dtype"] = self.model.layers[1].compute_dtype
-        seen["jit_compile"] = bool(self.model.jit_compile)
-
-create = callbacks_lib.create_callbacks
-callbacks_lib.create_callbacks = lambda *a, **k: create(*a, **k) + [Probe()]
-config = tiny_config(sys.argv[1], strategy="mirrored", jit_compile=True,
-                     precision="mixed_bfloat16", epochs=1, warmup_epochs=0)
-metrics = train_lib.train_and_evaluate(config, sys.argv[2])
-print(json.dumps({**seen, "test_examples": metrics["test_examples"],
-                  "policy_after": keras.mixed_precision.global_policy().name}))
+config = tiny_config(sys.argv[1], strategy="mirrored", epochs=1, warmup_epochs=0)
+builder = pipeline.load_builder(config.data.dataset, data_dir=config.data.data_dir)
+model = train_lib.train(config, sys.argv[2], builder)
+print(json.dumps({"replicas": len(model.weights[0].value.values)}))
 """
 
 
-def test_mirrored_xla_mixed_precision_run_on_two_replicas(tiny_data_dir, tmp_path):
+def test_mirrored_strategy_trains_on_two_replicas(tiny_data_dir, tmp_path):
+    # Two logical CPUs stand in for two GPUs: one replica each, variables mirrored.
     result = subprocess.run([sys.executable, "-c", MIRRORED, tiny_data_dir, str(tmp_path / "run")],
                             cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    seen = json.loads(result.stdout.strip().splitlines()[-1])
-    assert seen == {"replicas": 2, "compute_dtype": "bfloat16", "jit_compile": True,
-                    "test_examples": 12, "policy_after": "float32"}
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"replicas": 2}
 
 
 def test_curves_plot_a_run_without_validation(tmp_path):

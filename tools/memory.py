@@ -2,15 +2,11 @@
 
 A training batch of 32 float32 images at 300 px is 34.6 MB: above glibc's
 largest dynamic mmap threshold (32 MB), so by default every such batch is a
-fresh `mmap` whose pages fault in one by one (~8,400 faults, ~0.5 ms of CPU
-per image) and are unmapped again when the batch is freed. `tune_malloc`
-serves large blocks from the heap instead and keeps freed memory for reuse,
-with few arenas so that the memory kept stays bounded.
-
-Measured with `benchmarks/pipeline_bench.py` on devset (2 cores, 300 px,
-full augmentation): 2.00 -> 1.16 CPU ms per image; peak RSS 1.19 GB after
-4 passes over the split (about one epoch of the Kaggle set), against 1.1 GB
-without it.
+fresh `mmap` whose ~8,400 pages fault in one by one and are unmapped again
+when the batch is freed. `tune_malloc` serves large blocks from the heap
+instead and keeps freed memory for reuse, with few arenas so that the memory
+kept stays bounded (`benchmarks/pipeline_bench.py --notune_malloc` measures
+the difference; README: speed and accuracy).
 
 Call it once, early, from an entry point (`train.py`, the benchmarks), not
 from library code: it changes `malloc` for the whole process. A no-op where
@@ -18,9 +14,8 @@ the C library is not glibc.
 
 Processes this project does not start (TensorFlow Serving, a script that
 loads the SavedModel, `predict.py`) get the same settings from the
-environment: `GLIBC_TUNABLES` below is the value to export. Serving the
-160-px model in batches of 32, it raised throughput by ~17% on both paths
-of `benchmarks/serving_bench.py` (~500 -> ~590 images/s from decoded tensors).
+environment: `GLIBC_TUNABLES` below is the value to export (README: serve and
+predict).
 """
 
 import ctypes

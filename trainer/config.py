@@ -156,6 +156,22 @@ def from_dict(document: dict, *, keep_files: bool = True) -> TrainConfig:
     return from_flat(flat, recipe=recipe)
 
 
+def parse_assignments(assignments: list[str]) -> dict:
+    """["image_size=64", "augment=false"] -> {"image_size": 64, "augment": False}, typed by
+    each setting's declaration (for scripts that take settings as `name=value` lists)."""
+    index, values = setting_fields(), {}
+    for assignment in assignments:
+        name, _, text = assignment.partition("=")
+        if name not in index:
+            raise ConfigError(f"unknown setting {name!r} in {assignment!r}")
+        kind = settings.value_type(index[name][1])
+        if kind is bool:
+            values[name] = text.lower() in ("1", "true", "yes")
+        else:
+            values[name] = None if text in ("", "none", "None") else kind(text)
+    return values
+
+
 # --- Flags ----------------------------------------------------------------------------
 
 

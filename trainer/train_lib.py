@@ -177,16 +177,16 @@ def fit_phases(config: TrainConfig, workdir: str, model: keras.Model, fit_model:
             break
 
 
-def train_and_evaluate(config: TrainConfig, workdir: str, *, overwrite: bool = False) -> dict:
-    """Trains `config` in `workdir` (resuming if interrupted); returns test metrics."""
-    if prepare_workdir(config, workdir, overwrite=overwrite):
-        logging.info("%s already holds this finished run; reusing it", workdir)
-        with open(os.path.join(workdir, TEST_METRICS), encoding="utf-8") as f:
-            return json.load(f)
+def train(config: TrainConfig, workdir: str, builder) -> keras.Model:
+    """Fits `config` on `builder`'s splits (resuming from `workdir`'s backup, if any);
+    returns the model, without augmentation, holding its best weights.
+
+    `config.run.deterministic` enables TensorFlow's op determinism for the rest of
+    the process (TensorFlow offers no public way back).
+    """
     keras.utils.set_random_seed(config.run.seed)
     if config.run.deterministic:
         tf.config.experimental.enable_op_determinism()
-    builder = pipeline.load_builder(config.data.dataset, data_dir=config.data.data_dir)
     artists = pipeline.artist_names(builder)
     splits = builder.info.splits
     logging.info("%s: %d artists, %s", builder.info.full_name, len(artists),
@@ -201,6 +201,18 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, overwrite: bool = F
                    num_classes=len(artists), class_weight=class_weight)
         if os.path.exists(best_weights):
             fit_model.load_weights(best_weights)
+    return model
+
+
+def train_and_evaluate(config: TrainConfig, workdir: str, *, overwrite: bool = False) -> dict:
+    """Trains `config` in `workdir` (resuming if interrupted), evaluates on the test split
+    and exports; returns the test metrics."""
+    if prepare_workdir(config, workdir, overwrite=overwrite):
+        logging.info("%s already holds this finished run; reusing it", workdir)
+        with open(os.path.join(workdir, TEST_METRICS), encoding="utf-8") as f:
+            return json.load(f)
+    builder = pipeline.load_builder(config.data.dataset, data_dir=config.data.data_dir)
+    model = train(config, workdir, builder)
     return finish(config, workdir, builder, model)
 
 

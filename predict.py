@@ -107,7 +107,7 @@ def error_message(error: Exception) -> str:
 
 def classify(signature, paths: list[str]) -> list[tuple[str, dict | str]]:
     """(path, outputs) per image the model accepts, (path, error message) otherwise."""
-    import tensorflow as tf
+    import tensorflow as tf  # Loaded in main() already; here so this function stands alone.
 
     blobs = []
     for path in paths:
@@ -195,7 +195,7 @@ class CsvWriter:
 
 def thumbnail_data_uri(path: str) -> str | None:
     """A small JPEG of the image as a data: URI, or None if Pillow cannot open it."""
-    from PIL import Image, ImageOps
+    from PIL import Image, ImageOps  # Only for --html.
 
     try:
         with Image.open(path) as image:
@@ -299,6 +299,8 @@ def main(argv):
         raise app.UsageError("Name at least one image file, folder or glob pattern.")
     if not os.path.isdir(FLAGS.model_dir):
         sys.exit(f"predict.py: error: no SavedModel directory at {FLAGS.model_dir}")
+    # TensorFlow loads only once the arguments are checked: `--help` and usage errors
+    # come back at once, not after seconds of start-up.
     import tensorflow as tf
 
     loaded = tf.saved_model.load(FLAGS.model_dir)

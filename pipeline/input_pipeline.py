@@ -14,6 +14,7 @@ import math
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+import artist_tfds  # noqa: F401  Registers this project's builders with TFDS.
 from pipeline import augment as augment_lib
 from pipeline import balance as balance_lib
 from pipeline import ops
@@ -64,8 +65,6 @@ class DatasetError(ValueError):
 
 def load_builder(dataset: str, *, data_dir: str | None) -> tfds.core.DatasetBuilder:
     """`name[/config][:version]` -> the builder of an already built dataset."""
-    import artist_tfds  # noqa: F401  Registers this project's builders with TFDS.
-
     try:
         builder = tfds.builder(dataset, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError as e:

@@ -49,12 +49,12 @@ def test_recipe_compare(tmp_path):
     from PIL import Image
 
     rng = np.random.default_rng(0)
-    for artist in range(3):  # 135 noisy paintings in three palettes: batches of 16 to train on.
+    for artist in range(3):  # 90 noisy paintings in three palettes: batches of 16 to train on.
         folder = tmp_path / "source" / f"Artist_{artist}"
         folder.mkdir(parents=True)
         palette = np.array([60 * artist + 40, 200 - 50 * artist, 90 + 40 * artist], np.float32)
-        for i in range(45):
-            pixels = np.clip(palette + rng.normal(0, 40, (80, 96, 3)), 0, 255).astype(np.uint8)
+        for i in range(30):
+            pixels = np.clip(palette + rng.normal(0, 40, (64, 80, 3)), 0, 255).astype(np.uint8)
             Image.fromarray(pixels).save(folder / f"{i}.jpg", quality=90)
     figures = last_json("recipe_compare.py", f"--source_dir={tmp_path / 'source'}",
                         f"--workdir={tmp_path / 'work'}", "--original_epochs=1",

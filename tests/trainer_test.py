@@ -99,12 +99,9 @@ def test_unknown_recipe():
         configs.resolve("fancy", {})
 
 
-@pytest.mark.parametrize("name, options", [
-    ("seed_cnn", {}), ("resnet_small", {}),
-    ("backbone", {"backbone": "mobilenetv3small", "weights": "none"}),
-])
-def test_each_model_trains_a_step(name, options):
-    model = models.create_model(name, num_classes=4, image_size=48, **options)
+@pytest.mark.parametrize("name", ["seed_cnn", "resnet_small"])  # backbone: see below.
+def test_each_model_trains_a_step(name):
+    model = models.create_model(name, num_classes=4, image_size=48)
     model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     x = np.random.default_rng(0).random((4, 48, 48, 3), dtype=np.float32)
     before = [w.copy() for w in model.get_weights()]

@@ -6,6 +6,7 @@ import json
 import os
 
 import numpy as np
+from PIL import Image
 
 from serving import export
 
@@ -68,6 +69,8 @@ def write_markdown(metrics: dict, path: str, *, title: str) -> None:
 
 
 def _pyplot():
+    # Imported on first use: matplotlib costs a second of start-up that a
+    # process which only computes metrics (or only reads csv_number) never needs.
     import matplotlib
 
     matplotlib.use("Agg")  # Files only: no display on servers.
@@ -105,8 +108,6 @@ def plot_mistakes(
     path: str, *, count: int = 16,
 ) -> int:
     """Gallery of the most confident mistakes; returns how many it shows."""
-    from PIL import Image
-
     plt = _pyplot()
     predictions = probabilities.argmax(axis=1)
     wrong = np.flatnonzero(predictions != labels)

@@ -76,7 +76,6 @@ def test_flags_are_generated_from_the_declarations():
     ({"weights": "imagenet"}, "--weights=imagenet needs --model=backbone"),
     ({"warmup_epochs": 2}, "--warmup_epochs needs --schedule=cosine"),
     ({"schedule": "cosine", "warmup_epochs": 20}, "must be below --epochs"),
-    ({"model": "backbone", "weights": "/no/such/file.h5"}, "not 'imagenet', 'none' or an existing"),
     ({"model": "backbone", "freeze_epochs": 2}, "random, frozen backbone"),
     ({"freeze_epochs": 2}, "--freeze_epochs needs --model=backbone"),
     ({"optimizer": "adagrad"}, "--optimizer=adagrad"),
@@ -87,6 +86,13 @@ def test_bad_combinations_fail_with_one_line(overrides, message):
     with pytest.raises(config_lib.ConfigError, match=message.replace("(", r"\(")) as error:
         configs.resolve("original", overrides)
     assert "\n" not in str(error.value)
+
+
+def test_missing_weights_file_stops_the_run_before_it_starts(tmp_path):
+    config = configs.resolve("default", {"model": "backbone", "weights": "/no/such/file.h5"})
+    with pytest.raises(config_lib.ConfigError, match="not 'imagenet', 'none' or an existing"):
+        train_lib.train_and_evaluate(config, str(tmp_path / "run"))
+    assert not os.path.exists(tmp_path / "run")  # Nothing written.
 
 
 def test_unknown_setting():

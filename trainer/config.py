@@ -134,12 +134,10 @@ def from_flat(values: dict, *, recipe: str = "default") -> TrainConfig:
     return TrainConfig(recipe=recipe, **built)
 
 
-def from_dict(document: dict, *, keep_files: bool = True) -> TrainConfig:
+def from_dict(document: dict) -> TrainConfig:
     """A TrainConfig from `config.json`: nested (this version) or flat (before sections).
 
-    Settings since removed are skipped. `keep_files=False` forgets initial
-    `weights` files (a finished run's own checkpoint replaces them, and they
-    may not exist on this machine).
+    Settings since removed are skipped.
     """
     recipe = document.get("recipe", "default")
     if any(isinstance(document.get(section), dict) for section in sections()):
@@ -150,9 +148,6 @@ def from_dict(document: dict, *, keep_files: bool = True) -> TrainConfig:
                          if k in by_field})
     else:
         flat = {k: v for k, v in document.items() if k in setting_fields()}
-    if not keep_files:
-        flat["weights"] = "none"
-        flat["freeze_epochs"] = 0
     return from_flat(flat, recipe=recipe)
 
 

@@ -136,9 +136,14 @@ class ModelConfig:
         settings.check_that(is_backbone or self.weights == "none",
                             f"--weights={self.weights} needs --model=backbone "
                             f"(--model={self.name} trains from scratch)")
-        settings.check_that(self.weights in ("imagenet", "none") or os.path.isfile(self.weights),
-                            f"--weights={self.weights}: not 'imagenet', 'none' or an existing "
-                            "weights file")
+
+
+def check_weights_file(config: ModelConfig) -> None:
+    """ConfigError unless `weights` is imagenet, none or a file here: checked before a run
+    starts, not when a recorded config is read back (its weights file may be elsewhere)."""
+    settings.check_that(config.weights in ("imagenet", "none") or os.path.isfile(config.weights),
+                        f"--weights={config.weights}: not 'imagenet', 'none' or an existing "
+                        "weights file")
 
 
 def create_model(name: str, *, num_classes: int, image_size: int, **options) -> keras.Model:

@@ -29,13 +29,13 @@ class WorkdirError(RuntimeError):
     """The work directory belongs to another run; the message says what to do."""
 
 
-def read_config(workdir: str, **options) -> TrainConfig:
+def read_config(workdir: str) -> TrainConfig:
     """The TrainConfig a work directory's config.json records (any version since 0.1)."""
     path = os.path.join(workdir, CONFIG_FILE)
     with open(path, encoding="utf-8") as f:
         document = json.load(f)
     try:
-        return config_lib.from_dict(document, **options)
+        return config_lib.from_dict(document)
     except (config_lib.ConfigError, TypeError) as e:
         raise WorkdirError(f"{path} cannot be read by this version ({e}); retrain with "
                            "--overwrite, or use the version that wrote it") from e
@@ -95,11 +95,13 @@ def load_run(workdir: str, *, data_dir: str | None = None) -> tuple[TrainConfig,
 
     `data_dir` replaces the run's own when its dataset has moved.
     """
-    config = read_config(workdir, keep_files=False)
+    config = read_config(workdir)
     if data_dir:
         config = config.replace(data_dir=data_dir)
     builder = pipeline.load_builder(config.data.dataset, data_dir=config.data.data_dir)
-    model = build_model(config, pipeline.num_classes(builder))
+    # The run's own checkpoint replaces whatever weights it started from.
+    model = build_model(config.replace(weights="none", freeze_epochs=0),
+                        pipeline.num_classes(builder))
     training_model(config, model).load_weights(os.path.join(workdir, callbacks_lib.BEST_WEIGHTS))
     return config, model
 
@@ -207,6 +209,7 @@ def train(config: TrainConfig, workdir: str, builder) -> keras.Model:
 def train_and_evaluate(config: TrainConfig, workdir: str, *, overwrite: bool = False) -> dict:
     """Trains `config` in `workdir` (resuming if interrupted), evaluates on the test split
     and exports; returns the test metrics."""
+    models.check_weights_file(config.model)
     if prepare_workdir(config, workdir, overwrite=overwrite):
         logging.info("%s already holds this finished run; reusing it", workdir)
         with open(os.path.join(workdir, TEST_METRICS), encoding="utf-8") as f:

@@ -1,7 +1,20 @@
-# The two commands: `make demo` and `make test`. Both create or reuse .venv.
-PYTHON ?= python3.11
+# The two commands: `make demo` and `make test`. Both create or reuse .venv and
+# install the exact versions in constraints.txt (setup.cfg has the ranges).
+#
+# Python: the first of python3.11, python3.12, python3.13, python3 that runs and is
+# 3.11-3.13 (setup.cfg's python_requires); `make test PYTHON=/path/to/python3.x`
+# (or PYTHON in the environment) picks one. To switch an existing .venv to another
+# Python, remove .venv first.
+SUPPORTED := 3.11 3.12 3.13
+IS_SUPPORTED = -c 'import sys; sys.exit(sys.version_info[:2] not in [(3, 11), (3, 12), (3, 13)])'
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(firstword $(foreach p,$(addprefix python,$(SUPPORTED)) python3,\
+  $(shell $(p) $(IS_SUPPORTED) >/dev/null 2>&1 && echo $(p))))
+endif
+CONSTRAINTS := constraints.txt
 VENV := .venv
 BIN := $(VENV)/bin
+PIP_INSTALL := $(BIN)/pip install --quiet -c $(CONSTRAINTS)
 DEMO := demo
 DATA_DIR := $(DEMO)/data
 WORKDIR := $(DEMO)/workdir
@@ -9,19 +22,25 @@ WORKDIR := $(DEMO)/workdir
 DEMO_FLAGS := --recipe=original --dataset=sample_paintings --image_size=96 --epochs=12 --cache
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: demo test install clean
+.PHONY: demo test install lock clean
 
 $(BIN)/python:
+	@if [ -z "$(PYTHON)" ]; then \
+	  echo "No supported Python found: artist-id needs Python 3.11, 3.12 or 3.13 (tried python3.11," \
+	    "python3.12, python3.13, python3). Install one, or name it: make $(or $(MAKECMDGOALS),demo) PYTHON=/path/to/python3.12" >&2; \
+	  exit 1; fi
+	@$(PYTHON) $(IS_SUPPORTED) 2>/dev/null || { echo "PYTHON=$(PYTHON) is not Python 3.11, 3.12 or 3.13" \
+	  "($$($(PYTHON) --version 2>&1)); artist-id supports those three." >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(PIP_INSTALL) --upgrade pip setuptools wheel
 
-# Reinstall only when the package metadata changes.
-$(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
-	$(BIN)/pip install --quiet -e .
+# Reinstall only when the package metadata or the pins change.
+$(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml $(CONSTRAINTS)
+	$(PIP_INSTALL) -e .
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(PIP_INSTALL) -e '.[test]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -35,6 +54,25 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
+
+# Re-resolve the pins: the newest versions within setup.cfg's ranges, in a fresh venv
+# on $(PYTHON) (use 3.11, the floor). Keeps constraints.txt's comment header and
+# rewrites the rest; lines with a python_version marker must be put back by hand.
+# Then run `make test` on 3.11, 3.12 and 3.13 (BUILD.md).
+LOCK_VENV := .venv-lock
+lock:
+	@[ -n "$(PYTHON)" ] || { echo "No supported Python found; name one: make lock PYTHON=..." >&2; exit 1; }
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install --quiet --upgrade pip setuptools wheel
+	$(LOCK_VENV)/bin/pip install --quiet '.[test]'
+	sed '/^# --- pip freeze/q' $(CONSTRAINTS) > $(CONSTRAINTS).new
+	$(LOCK_VENV)/bin/pip freeze --all --exclude artist-id > $(LOCK_VENV)/freeze.txt
+	sed -n 's/^tensorflow[-_]cpu==/tensorflow==/p' $(LOCK_VENV)/freeze.txt >> $(CONSTRAINTS).new
+	cat $(LOCK_VENV)/freeze.txt >> $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
+	rm -rf $(LOCK_VENV) build
+	git diff --stat -- $(CONSTRAINTS) || true
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

@@ -11,9 +11,9 @@ same pass over the output.
 Images travel as one flat run of pixels each ([N, C] plus per-image offsets
 and sizes), so a batch can hold decoded paintings of different sizes with no
 padding; every sample reflects inside its own painting. The resampling is
-written as gathers and compiled with XLA: on CPU several times faster than
-`ImageProjectiveTransformV3`, which also could not reflect at each image's
-own bounds.
+written as gathers and compiled with XLA: on CPU much cheaper than
+`ImageProjectiveTransformV3` (README: speed), which also could not reflect at
+each image's own bounds.
 
 Two paths share this code: `random_resized_augment` (host: decoded paintings
 in, training squares out) and `random_augment` / `DeviceAugmentation`
@@ -35,8 +35,6 @@ from pipeline import settings
 from pipeline.settings import setting
 
 Seed = tf.Tensor  # Shape [2], int32 or int64: a stateless RNG seed.
-WEIGHT_ONE = 65535.0  # Bilinear weights between the two passes: 16-bit fractions.
-INDEX_MASK = (1 << 29) - 1  # Keeps all bits of any flat pixel index (see `blend`).
 # Contrast's pivot is the mean over at least this many rows and columns.
 PIVOT_GRID = 64
 
@@ -171,7 +169,8 @@ def _round_to_int(values: tf.Tensor) -> tf.Tensor:
 
     Adding 2^23 leaves the rounded integer in the low mantissa bits: an add
     and a subtract, where XLA's saturating float -> int conversion (and the
-    rounding) take six vector ops; ~25% of the sample-point pass (measured).
+    rounding) take six vector ops: worth >= 5% of the whole augmented
+    pipeline's throughput (`benchmarks/pipeline_bench.py`, stage d).
     Where XLA contracts a product into the add (an FMA) the exact product is
     rounded: at most one step off `tf.round` of the rounded product.
     """
@@ -221,16 +220,11 @@ def blend(
     weight_y: tf.Tensor,
 ) -> tf.Tensor:
     """Bilinear mix of the 2 x 2 pixels at `index` in flat `pixels` [N, C] -> [B, h, w, C] f32."""
-    # Gathers clamp every index into [0, N - 1]. Valid indices and widths
-    # are far below 2^29, so masking them changes nothing, but it lets LLVM
-    # prove every tap's index non-negative and drop the lower clamps: ~12%
-    # of the render's CPU time (measured).
-    index = tf.bitwise.bitwise_and(index, INDEX_MASK)
-    below = tf.bitwise.bitwise_and(widths, INDEX_MASK)[:, None, None]  # One row down in image b.
+    below = widths[:, None, None]  # One row down in image b.
 
-    # One gather of C-channel rows per tap: faster under XLA on CPU than
-    # gather_nd, a 2x2 window gather, packed RGBX words, or 64-bit words of
-    # the byte buffer shared by a tap pair's channels (measured).
+    # One gather of C-channel rows per tap: under XLA on CPU this beat
+    # gather_nd, a 2x2 window gather, packed RGBX words, and 64-bit words of
+    # the byte buffer shared by a tap pair's channels.
     def tap(offset):
         return tf.cast(tf.gather(pixels, index + offset), tf.float32)
 
@@ -238,30 +232,6 @@ def blend(
     upper = tap(0) + (tap(1) - tap(0)) * weight_x
     lower = tap(below) + (tap(below + 1) - tap(below)) * weight_x
     return upper + (lower - upper) * weight_y
-
-
-def _points(offsets, sizes, transforms, output_size):
-    """`sample_points` as int32 [B, h, w, 2]: (flat index, both weights as 16-bit fractions).
-
-    Packed weights (error < 1e-5): one array less to write and read back,
-    ~30% of this pass. (All three packed in one int64 was 2x slower: 64-bit
-    conversions do not vectorise.) Index and weights in one array: XLA on
-    CPU emits one loop per output, each redoing the shared sample
-    arithmetic; interleaved by a select on a last axis of 2 they are one
-    loop, ~20% faster (`tf.stack` was slower).
-    """
-    index, weight_x, weight_y = sample_points(offsets, sizes, transforms, output_size)
-    fraction_x = _round_to_int(weight_x * WEIGHT_ONE)
-    fraction_y = _round_to_int(weight_y * WEIGHT_ONE)
-    weights = tf.bitwise.bitwise_or(fraction_x, tf.bitwise.left_shift(fraction_y, 16))
-    return tf.where(tf.range(2) == 0, index[..., None], weights[..., None])
-
-
-def _unpack(weights: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    fraction_x = tf.bitwise.bitwise_and(weights, 0xFFFF)
-    fraction_y = tf.bitwise.bitwise_and(tf.bitwise.right_shift(weights, 16), 0xFFFF)
-    return (tf.cast(fraction_x, tf.float32) / WEIGHT_ONE,
-            tf.cast(fraction_y, tf.float32) / WEIGHT_ONE)
 
 
 def contrast_pivot_stride(image_size: int) -> int:
@@ -275,34 +245,36 @@ def contrast_pivot_stride(image_size: int) -> int:
 def _render(pixels, widths, points, factor):
     """The warped images as float32 in [0, 1], contrast `factor` [B] applied, in one pass.
 
-    `points` as `_points` returns them.
+    `points`: (index, weight_x, weight_y) as `sample_points` returns them.
 
     Contrast (skipped when `factor` is None) pivots on each image's
     per-channel mean over a regular grid of its warped pixels
     (`contrast_pivot_stride`), sampled first: the exact mean would need the
     whole warp written and read back before contrast could start, a third
-    pass over the batch. On 128 real paintings at 300 px the grid's mean was
-    off the full mean by 0.1% of the range on average, 0.6% at most;
-    contrast scales that by |factor - 1| <= 0.2.
+    pass over the batch that costs far more than the grid (a third of the
+    stage's throughput, `benchmarks/pipeline_bench.py`). On 128 real
+    paintings at 300 px the grid's mean was off the full mean by 0.1% of the
+    range on average, 0.6% at most; contrast scales that by |factor - 1| <= 0.2.
     """
     scale = 255.0 if pixels.dtype == tf.uint8 else 1.0  # ops.rescale's, for uint8.
-    index, weights = points[..., 0], points[..., 1]
+    index, weight_x, weight_y = points
     if factor is None:
-        return blend(pixels, widths, index, *_unpack(weights)) / scale
+        return blend(pixels, widths, index, weight_x, weight_y) / scale
     k = contrast_pivot_stride(max(index.shape[1], index.shape[2]))
-    grid = blend(pixels, widths, index[:, ::k, ::k], *_unpack(weights[:, ::k, ::k]))
+    grid = blend(pixels, widths, index[:, ::k, ::k], weight_x[:, ::k, ::k],
+                 weight_y[:, ::k, ::k])
     pivot = tf.reduce_mean(grid, axis=[1, 2], keepdims=True) / scale
     factor = factor[:, None, None, None]
     # (x / scale - pivot) * factor + pivot, as one multiply-add per value.
-    images = blend(pixels, widths, index, *_unpack(weights)) * (factor / scale)
+    images = blend(pixels, widths, index, weight_x, weight_y) * (factor / scale)
     return tf.clip_by_value(images + pivot * (1.0 - factor), 0.0, 1.0)
 
 
 # Two XLA clusters, each one fused loop over the output. Compiled as one, XLA
-# on CPU fuses the sample-point arithmetic into every gather of every channel
-# (measured 3-8x slower); materialising the [B, S, S, 2] points in between is
-# far cheaper.
-_points_jit = tf.function(_points, jit_compile=True)
+# on CPU fuses the sample-point arithmetic into every gather of every channel,
+# several times slower; materialising the [B, S, S] sample points in between
+# is far cheaper.
+_points_jit = tf.function(sample_points, jit_compile=True)
 _render_jit = tf.function(_render, jit_compile=True)
 
 

@@ -191,7 +191,8 @@ def test_report_files(tmp_path):
 
 def train_command(workdir, data_dir, epochs=3) -> list[str]:
     return ["train.py", f"--workdir={workdir}", f"--dataset={TINY}", f"--data_dir={data_dir}",
-            "--image_size=32", "--batch_size=8", "--warmup_epochs=1", f"--epochs={epochs}"]
+            "--model=seed_cnn", "--image_size=32", "--batch_size=8", "--warmup_epochs=1",
+            f"--epochs={epochs}"]
 
 
 def csv_epochs(workdir) -> list[int]:
@@ -383,7 +384,7 @@ def op_determinism_restored():
 def test_class_weights_change_the_loss(skewed_builder, tmp_path, op_determinism_restored):
     def first_loss(balance):
         config = skewed_config(skewed_builder, balance=balance, epochs=1, warmup_epochs=0,
-                               deterministic=True, model="seed_cnn")
+                               deterministic=True)
         workdir = str(tmp_path / balance)
         train_lib.train(config, workdir, skewed_builder)
         with open(os.path.join(workdir, "metrics.csv")) as f:
@@ -416,9 +417,23 @@ def test_device_augmentation_trains_and_its_run_reloads(tiny_data_dir, tiny_buil
                                atol=1e-6)
 
 
-def test_backbone_is_frozen_then_fine_tuned(tiny_data_dir, tiny_builder, tmp_path, probe):
-    base = keras.applications.MobileNetV3Small(include_top=False, weights=None,
-                                               input_shape=(32, 32, 3), pooling="avg")
+def small_backbone(*, include_top, weights, input_shape, pooling):
+    """A stand-in for a keras.applications constructor (same signature), small enough to
+    trace in a second: the freezing mechanics do not depend on the network."""
+    del include_top, pooling
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+    assert weights is None
+    return model
+
+
+def test_backbone_is_frozen_then_fine_tuned(tiny_data_dir, tiny_builder, tmp_path, probe,
+                                            monkeypatch):
+    monkeypatch.setitem(models.BACKBONES, "mobilenetv3small", (small_backbone, None))
+    base = small_backbone(include_top=False, weights=None, input_shape=(32, 32, 3),
+                          pooling="avg")
     weights = str(tmp_path / "backbone.weights.h5")
     base.save_weights(weights)
     log = {}
@@ -440,7 +455,7 @@ def test_jit_compile_and_mixed_precision_reach_the_training_step(tiny_data_dir, 
     probe(lambda model, epoch: seen.setdefault(
         "compiled", (bool(model.jit_compile), model.layers[1].compute_dtype)))
     config = tiny_config(tiny_data_dir, jit_compile=True, precision="mixed_bfloat16",
-                         epochs=1, warmup_epochs=0, model="seed_cnn")
+                         epochs=1, warmup_epochs=0)
     train_lib.train(config, str(tmp_path / "run"), tiny_builder)
     assert seen["compiled"] == (True, "bfloat16")
     assert keras.mixed_precision.global_policy().name == "float32"  # Restored afterwards.

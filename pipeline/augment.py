@@ -45,7 +45,7 @@ ROTATION_MAX = 0.5  # Half a turn either way: every orientation.
 
 
 @dataclasses.dataclass(frozen=True)
-class AugmentConfig:
+class AugmentConfig(settings.Section):
     """Training augmentation. Ranges as the Keras `Random*` layers count them; 0 or
     False switches a transform off.
 
@@ -67,9 +67,6 @@ class AugmentConfig:
     translate_width: float = setting(0.1, "Horizontal shift range, fraction of the width.",
                                      bounds=(0.0, 1.0))
     contrast: float = setting(0.2, "Contrast factor range [1-c, 1+c].", bounds=(0.0, 1.0))
-
-    def __post_init__(self):
-        settings.check(self)
 
     @property
     def has_geometry(self) -> bool:

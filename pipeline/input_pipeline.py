@@ -38,7 +38,7 @@ MAX_SIDE_FACTOR = 2.25
 
 
 @dataclasses.dataclass(frozen=True)
-class DataConfig:
+class DataConfig(settings.Section):
     """Which dataset, and how its paintings become batches."""
 
     dataset: str = setting("sample_paintings", "TFDS dataset as name[/config][:version], e.g. "
@@ -54,9 +54,6 @@ class DataConfig:
                            "counts) or resample (in-graph rebalancing).", choices=balance_lib.MODES)
     tf_data_service: str | None = setting(None, "grpc://HOST:PORT of a tf.data service "
                                           "dispatcher to run preprocessing on.")
-
-    def __post_init__(self):
-        settings.check(self)
 
 
 class DatasetError(ValueError):

@@ -56,6 +56,17 @@ def check(section) -> None:
                                   f"{'inf' if high is None else high}]")
 
 
+class Section:
+    """Base of every config section: checks its fields' choices and bounds on creation.
+
+    A section with checks across its own fields extends `__post_init__`,
+    calling `super().__post_init__()` first.
+    """
+
+    def __post_init__(self):
+        check(self)
+
+
 def check_that(condition: bool, message: str) -> None:
     """For checks across settings: ConfigError(message) unless `condition`."""
     if not condition:

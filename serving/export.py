@@ -53,15 +53,12 @@ TFLITE_FILES = {"float32": "model_float32.tflite", "dynamic_range": "model_dynam
 
 
 @dataclasses.dataclass(frozen=True)
-class ExportConfig:
+class ExportConfig(settings.Section):
     """What the exported model answers with, and which files are written."""
 
     top_k: int = setting(DEFAULT_TOP_K, "Artists the exported model returns per image.",
                          bounds=(1, None))
     export_tflite: bool = setting(False, "Also write float and quantised TFLite models.")
-
-    def __post_init__(self):
-        settings.check(self)
 
 
 def serving_outputs(

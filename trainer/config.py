@@ -25,7 +25,7 @@ STRATEGIES = ("default", "mirrored")
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainingConfig:
+class TrainingConfig(settings.Section):
     """How long training runs, in phases, and when it stops early."""
 
     epochs: int = setting(30, "Passes over the training split (at most, with "
@@ -40,12 +40,9 @@ class TrainingConfig:
                                         "would exceed this many seconds (0: no limit).",
                                         bounds=(0.0, None))
 
-    def __post_init__(self):
-        settings.check(self)
-
 
 @dataclasses.dataclass(frozen=True)
-class RunConfig:
+class RunConfig(settings.Section):
     """Where and how the computation runs; none of it changes what is learnt, but the seed."""
 
     precision: str = setting("float32", "float32, or mixed precision for accelerators.",
@@ -56,9 +53,6 @@ class RunConfig:
     deterministic: bool = setting(False, "Deterministic ops and input order: the same flags and "
                                   "seed give the same run (slower).")
     seed: int = setting(0, "Seed for initialisation, shuffling and augmentation.")
-
-    def __post_init__(self):
-        settings.check(self)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -117,7 +117,7 @@ MODELS: dict[str, Callable[..., keras.Model]] = {
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(settings.Section):
     """Which network, and what it starts from."""
 
     name: str = setting("resnet_small", "seed_cnn (the original CNN), resnet_small (a small "
@@ -131,7 +131,7 @@ class ModelConfig:
                              bounds=(0.0, 0.99))
 
     def __post_init__(self):
-        settings.check(self)
+        super().__post_init__()
         is_backbone = self.name == "backbone"
         settings.check_that(is_backbone or self.weights == "none",
                             f"--weights={self.weights} needs --model=backbone "

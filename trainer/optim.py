@@ -13,7 +13,7 @@ SCHEDULES = ("constant", "cosine")
 
 
 @dataclasses.dataclass(frozen=True)
-class OptimizerConfig:
+class OptimizerConfig(settings.Section):
     """How weights move: optimizer, learning-rate schedule, regularisation of the loss."""
 
     name: str = setting("adamw", "Optimizer.", choices=OPTIMIZERS, flag="optimizer")
@@ -25,7 +25,7 @@ class OptimizerConfig:
     label_smoothing: float = setting(0.1, "Label smoothing.", bounds=(0.0, 0.99))
 
     def __post_init__(self):
-        settings.check(self)
+        super().__post_init__()
         settings.check_that(self.warmup_epochs == 0 or self.schedule == "cosine",
                             "--warmup_epochs needs --schedule=cosine")
 

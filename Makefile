@@ -22,7 +22,7 @@ WORKDIR := $(DEMO)/workdir
 DEMO_FLAGS := --recipe=original --dataset=sample_paintings --image_size=96 --epochs=12 --cache
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: demo test install lock clean
+.PHONY: demo test install browser lock clean
 
 $(BIN)/python:
 	@if [ -z "$(PYTHON)" ]; then \
@@ -35,13 +35,30 @@ $(BIN)/python:
 	$(PIP_INSTALL) --upgrade pip setuptools wheel
 
 # Reinstall only when the package metadata or the pins change.
+# The app extra (serve.py) is part of both commands.
 $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml $(CONSTRAINTS)
-	$(PIP_INSTALL) -e .
+	$(PIP_INSTALL) -e '.[app]'
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PIP_INSTALL) -e '.[test]'
+	$(PIP_INSTALL) -e '.[app,test]'
+	@$(MAKE) --no-print-directory browser
 	touch $@
+
+# The web app's browser test needs Debian's chromium and chromedriver. Installed with
+# apt where it can be (root, or sudo without a password); elsewhere the test skips and
+# says how to install them.
+BROWSER_PACKAGES := chromium chromium-driver
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then \
+	  echo "make: no apt-get: install Chromium and its chromedriver for the browser test" >&2; exit 0; fi; \
+	SUDO=; [ "$$(id -u)" = 0 ] || { sudo -n true 2>/dev/null && SUDO="sudo -n"; } || { \
+	  echo "make: not root: 'sudo apt-get install $(BROWSER_PACKAGES)' for the browser test" >&2; exit 0; }; \
+	echo "Installing $(BROWSER_PACKAGES) (apt) for the browser test"; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	  --no-install-recommends $(BROWSER_PACKAGES) >/dev/null \
+	  || echo "make: apt-get could not install $(BROWSER_PACKAGES); the browser test will skip" >&2
 
 install: $(VENV)/.installed
 
@@ -65,7 +82,7 @@ lock:
 	rm -rf $(LOCK_VENV)
 	$(PYTHON) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/pip install --quiet --upgrade pip setuptools wheel
-	$(LOCK_VENV)/bin/pip install --quiet '.[test]'
+	$(LOCK_VENV)/bin/pip install --quiet '.[app,test]'
 	sed '/^# --- pip freeze/q' $(CONSTRAINTS) > $(CONSTRAINTS).new
 	$(LOCK_VENV)/bin/pip freeze --all --exclude artist-id > $(LOCK_VENV)/freeze.txt
 	sed -n 's/^tensorflow[-_]cpu==/tensorflow==/p' $(LOCK_VENV)/freeze.txt >> $(CONSTRAINTS).new

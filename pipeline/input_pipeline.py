@@ -113,6 +113,26 @@ def encoded_images(builder, split: str) -> list[bytes]:
     return list(ds.as_numpy_iterator())
 
 
+def gallery_split(builder, split: str, data: DataConfig, *, keep, thumbnail_px: int,
+                  batch_size: int = 64) -> tf.data.Dataset:
+    """Batches of {"image": uint8 squares as evaluation decodes them, "label", "file_name",
+    "thumbnail": JPEG bytes, longer side <= `thumbnail_px`}: `split` in stored order, only the
+    records whose entry in the boolean `keep` [examples] is True."""
+    ds = builder.as_dataset(split=split, shuffle_files=False,
+                            decoders={"image": tfds.decode.SkipDecoding()})
+    keep = tf.constant(keep, tf.bool)
+    ds = ds.enumerate().filter(lambda index, _: keep[index]).map(lambda _, features: features)
+
+    def decode(features):
+        return {"image": ops.decode_resized(features["image"], data.image_size,
+                                            mode=data.resize_mode),
+                "label": features["label"], "file_name": features["file_name"],
+                "thumbnail": ops.thumbnail_jpeg(features["image"], thumbnail_px)}
+
+    return ds.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True).batch(
+        batch_size).prefetch(AUTOTUNE)
+
+
 def decoder(data: DataConfig, *, for_warp: bool, max_side: int):
     """The per-record decode: whole paintings (at most `max_side`) for the warp, else squares."""
     if for_warp:

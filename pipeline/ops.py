@@ -131,6 +131,12 @@ def fit_within(image: tf.Tensor, max_side: int) -> tf.Tensor:
     return tf.cond(longer > max_side, shrink, lambda: image)
 
 
+def thumbnail_jpeg(encoded: tf.Tensor, max_side: int, *, quality: int = 80) -> tf.Tensor:
+    """Encoded image -> a JPEG of it, aspect kept, no side above `max_side` (a scalar string)."""
+    image = fit_within(decode_for_size(encoded, max_side), max_side)
+    return tf.io.encode_jpeg(image, quality=quality, optimize_size=True)
+
+
 def rescale(images: tf.Tensor) -> tf.Tensor:
     """The one place that defines pixel scale: [0, 255] -> float32 [0, 1]."""
     return tf.cast(images, tf.float32) / 255.0

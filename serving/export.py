@@ -12,12 +12,28 @@ Signatures of the SavedModel (`saved_model_cli show --all --dir DIR` lists them)
 * `serve_float_pixels`: `pixels` float32 [batch, height, width, 3] in [0, 1]
   -> the same four outputs. Pixels are quantised to 0-255 first: training saw
   uint8 images, so the model does too.
+* `embed`: `images` -> `embeddings` float32 [batch, D], L2-normalised: the input
+  of the classifier layer (`serving.explain`).
+* `explain`: `images` -> `heatmaps` float32 [batch, h, w] in [0, 1] (Grad-CAM on
+  the last convolutional block, h x w its grid), `explained_ids` int32 [batch] and
+  `explained_artists` tf.string [batch] (each image's top-1 artist) and
+  `explained_probabilities` float32 [batch]. `explain_artist` takes `images` and
+  `artist_ids` int32 [batch] and explains those artists instead.
+* `similar` (when exported with a gallery, `serving.gallery`): `images` -> the
+  k nearest training paintings by cosine similarity of embeddings:
+  `similar_ids` (gallery rows), `similar_artist_ids`, `similar_artists`,
+  `similar_file_names`, `similarities` and `similar_thumbnails_bytes` (JPEG),
+  each [batch, k].
+* `panel`: `images` -> all of serving_default's, explain's and similar's
+  outputs from one decode and one forward and backward pass: what a page
+  showing a painting needs (predict.py --html, serve.py).
 * `metadata`: no inputs -> `metadata` (a JSON string, the same document as
   `assets.extra/metadata.json`) and `artists` tf.string [artists].
 
 A bad element (empty, not an image, unsupported format, truncated JPEG, more
 pixels than `max_pixels`) fails the call with InvalidArgument "images[i]: ..."
-before anything is decoded; the loaded model keeps serving.
+before anything is decoded; the loaded model keeps serving. Every signature
+that takes `images` decodes them with the same `decode_batch`.
 
 Decoding, resizing and rescaling are `pipeline.ops`' own functions, the ones
 evaluation uses (`ops.decode_resized`): a JPEG at least 4x the model's input
@@ -36,10 +52,12 @@ import tensorflow as tf
 
 from pipeline import ops, settings
 from pipeline.settings import setting
-from serving import request_checks
+from serving import explain, request_checks
+from serving import gallery as gallery_lib
 
 SERVING_INPUT = request_checks.SERVING_INPUT
 PIXELS_INPUT = "pixels"
+ARTIST_IDS_INPUT = "artist_ids"
 # Artists a served answer lists; the report's top-k accuracy counts the same k.
 DEFAULT_TOP_K = 5
 DEFAULT_MAX_PIXELS = request_checks.DEFAULT_MAX_PIXELS
@@ -59,6 +77,10 @@ class ExportConfig(settings.Section):
     top_k: int = setting(DEFAULT_TOP_K, "Artists the exported model returns per image.",
                          bounds=(1, None))
     export_tflite: bool = setting(False, "Also write float and quantised TFLite models.")
+    gallery_per_artist: int = setting(
+        100, "Training paintings per artist kept in the SavedModel (embedding, file name, "
+        f"{gallery_lib.THUMBNAIL_PX} px thumbnail) for the `similar` signature; 0: none.",
+        bounds=(0, None))
 
 
 def serving_outputs(
@@ -153,6 +175,8 @@ def build_metadata(
     max_pixels: int,
     artist_metadata: dict[str, dict] | None = None,
     metadata: dict | None = None,
+    similar_k: int = 0,
+    gallery_info: dict | None = None,
 ) -> dict:
     """The document stored as `assets.extra/metadata.json` and in the `metadata` signature."""
     extra = dict(metadata or {})
@@ -180,8 +204,18 @@ def build_metadata(
             "serving_default": f"{SERVING_INPUT}: tf.string [batch] encoded {SUPPORTED_FORMATS}",
             "serve_pixels": f"{PIXELS_INPUT}: uint8 [batch, height, width, 3], 0-255",
             "serve_float_pixels": f"{PIXELS_INPUT}: float32 [batch, height, width, 3], [0, 1]",
+            "embed": f"{SERVING_INPUT} -> embeddings [batch, D], L2-normalised",
+            "explain": f"{SERVING_INPUT} -> Grad-CAM heatmaps [batch, h, w] of the top-1 artist",
+            "explain_artist": f"{SERVING_INPUT}, {ARTIST_IDS_INPUT} int32 [batch] -> heatmaps "
+                              "of those artists",
+            **({"similar": f"{SERVING_INPUT} -> the {similar_k} most similar training "
+                           "paintings (of the gallery)",
+                "panel": f"{SERVING_INPUT} -> serving_default's, explain's and similar's "
+                         "outputs in one pass"} if similar_k else {
+                "panel": f"{SERVING_INPUT} -> serving_default's and explain's outputs"}),
             "metadata": "no inputs; this document as JSON",
         },
+        "gallery": gallery_info,
         "tensorflow_version": tf.__version__,
         "keras_version": keras.__version__,
     }
@@ -203,6 +237,7 @@ def export_model(
     metadata: dict | None = None,
     artist_metadata: dict[str, dict] | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    gallery: gallery_lib.Gallery | None = None,
 ) -> str:
     """Writes the SavedModel described in this module's docstring; returns `path`.
 
@@ -210,15 +245,22 @@ def export_model(
     and `metrics` are stored in their own fields; any other key is stored as is.
     `artist_metadata` maps an artist name to fields such as years, genre,
     nationality and wikipedia. `max_pixels` bounds the size an encoded image may
-    declare.
+    declare. With a non-empty `gallery` (`gallery.build`), the model answers
+    `similar` too.
     """
     if resize_mode not in ops.RESIZE_MODES:
         raise ValueError(f"resize_mode must be one of {ops.RESIZE_MODES}, got {resize_mode!r}")
     top_k = min(top_k, len(artist_names))
+    artists = tf.constant(list(artist_names))
+    explainer = explain.explainable(model)
+    neighbours = gallery_lib.GalleryModule(gallery, artists) if gallery is not None and len(
+        gallery) else None
     document = build_metadata(
         artist_names=list(artist_names), image_size=image_size, resize_mode=resize_mode,
-        top_k=top_k, max_pixels=max_pixels, artist_metadata=artist_metadata, metadata=metadata)
-    artists = tf.constant(list(artist_names))
+        top_k=top_k, max_pixels=max_pixels, artist_metadata=artist_metadata, metadata=metadata,
+        similar_k=neighbours.k if neighbours else 0,
+        gallery_info={"paintings": len(gallery), "thumbnail_px": gallery_lib.THUMBNAIL_PX,
+                      "megabytes": round(gallery.nbytes / 2**20, 2)} if neighbours else None)
     document_json = tf.constant(json.dumps(document, ensure_ascii=False))
 
     def predict(uint8_pixels: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -227,10 +269,24 @@ def export_model(
     def resized(pixels: tf.Tensor) -> tf.Tensor:
         return resize_batch(pixels, image_size=image_size, resize_mode=resize_mode)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=SERVING_INPUT)])
+    def decoded(images: tf.Tensor) -> tf.Tensor:
+        return decode_batch(images, image_size=image_size, resize_mode=resize_mode,
+                            max_pixels=max_pixels)
+
+    def explained(images: tf.Tensor, artist_ids: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+        outputs = explain.analyze(explainer, ops.rescale(decoded(images)), artist_ids)
+        ids = outputs["explained_ids"]
+        outputs["explained_artists"] = tf.gather(artists, ids)
+        outputs["explained_probabilities"] = tf.gather(outputs["probabilities"], ids, axis=1,
+                                                       batch_dims=1)
+        return outputs
+
+    images_spec = tf.TensorSpec([None], tf.string, name=SERVING_INPUT)
+    explain_keys = ("heatmaps", "explained_ids", "explained_artists", "explained_probabilities")
+
+    @tf.function(input_signature=[images_spec])
     def serve_bytes(images):
-        return predict(decode_batch(images, image_size=image_size, resize_mode=resize_mode,
-                                    max_pixels=max_pixels))
+        return predict(decoded(images))
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=PIXELS_INPUT)])
     def serve_pixels(pixels):
@@ -240,16 +296,60 @@ def export_model(
     def serve_float_pixels(pixels):
         return predict(resized(quantize_float_pixels(pixels)))
 
+    @tf.function(input_signature=[images_spec])
+    def serve_embed(images):
+        embeddings = explainer(ops.rescale(decoded(images)), training=False)[1]
+        return {"embeddings": explain.normalized_embeddings(embeddings)}
+
+    @tf.function(input_signature=[images_spec])
+    def serve_explain(images):
+        outputs = explained(images)
+        return {key: outputs[key] for key in explain_keys}
+
+    @tf.function(input_signature=[images_spec,
+                                  tf.TensorSpec([None], tf.int32, name=ARTIST_IDS_INPUT)])
+    def serve_explain_artist(images, artist_ids):
+        in_range = tf.reduce_all((artist_ids >= 0) & (artist_ids < len(artist_names)))
+        checks = [tf.debugging.assert_equal(
+            tf.size(artist_ids), tf.size(images),
+            message=f"{ARTIST_IDS_INPUT}: one artist id per image"),
+            tf.debugging.Assert(in_range, [
+                f"{ARTIST_IDS_INPUT}: ids must be in [0, {len(artist_names)})"])]
+        with tf.control_dependencies(checks):
+            outputs = explained(images, tf.identity(artist_ids))
+        return {key: outputs[key] for key in explain_keys}
+
+    @tf.function(input_signature=[images_spec])
+    def serve_similar(images):
+        return neighbours.nearest(serve_embed(images)["embeddings"])
+
+    @tf.function(input_signature=[images_spec])
+    def serve_panel(images):
+        outputs = explained(images)
+        top = tf.math.top_k(outputs["probabilities"], k=top_k)
+        panel = {"probabilities": outputs["probabilities"], "top_k_ids": top.indices,
+                 "top_k_artists": tf.gather(artists, top.indices),
+                 "top_k_probabilities": top.values,
+                 **{key: outputs[key] for key in explain_keys}}
+        if neighbours:
+            panel.update(neighbours.nearest(outputs["embeddings"]))
+        return panel
+
     @tf.function(input_signature=[])
     def serve_metadata():
         return {"metadata": document_json, "artists": artists}
 
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint(name="serving_default", fn=serve_bytes)
-    archive.add_endpoint(name="serve_pixels", fn=serve_pixels)
-    archive.add_endpoint(name="serve_float_pixels", fn=serve_float_pixels)
-    archive.add_endpoint(name="metadata", fn=serve_metadata)
+    endpoints = {"serving_default": serve_bytes, "serve_pixels": serve_pixels,
+                 "serve_float_pixels": serve_float_pixels, "embed": serve_embed,
+                 "explain": serve_explain, "explain_artist": serve_explain_artist,
+                 "panel": serve_panel, "metadata": serve_metadata}
+    if neighbours:
+        archive.track(neighbours)
+        endpoints["similar"] = serve_similar
+    for name, fn in endpoints.items():
+        archive.add_endpoint(name=name, fn=fn)
     archive.write_out(path, verbose=False)
     _write_assets(path, artist_names=list(artist_names), document=document)
     return path

@@ -18,7 +18,8 @@ import artist_tfds  # noqa: F401  Registers the builders.
 from artist_tfds import features as features_lib
 import configs
 import pipeline
-from serving import export
+from serving import explain, export
+from serving import gallery as gallery_lib
 from trainer import config as config_lib
 from trainer import train_lib
 
@@ -134,10 +135,25 @@ def create_tiny_model() -> keras.Model:
     ])
 
 
+GALLERY_SIZE = 8
+
+
+def tiny_gallery(model: keras.Model) -> gallery_lib.Gallery:
+    """Pictures 100..107 as the training paintings `similar` finds, artist i % 6."""
+    pictures = [picture(100 + i, 32, 32) for i in range(GALLERY_SIZE)]
+    embed = gallery_lib.embedding_fn(explain.explainable(model))
+    return gallery_lib.Gallery(
+        embeddings=embed(np.stack(pictures).astype(np.float32) / 255),
+        labels=np.arange(GALLERY_SIZE, dtype=np.int32) % len(ARTISTS),
+        file_names=np.array([f"gallery/{i}.jpg".encode() for i in range(GALLERY_SIZE)], object),
+        thumbnails=np.array([encode(p) for p in pictures], object))
+
+
 def export_tiny_model(path: str) -> str:
+    model = create_tiny_model()
     return export.export_model(
-        create_tiny_model(), path, artist_names=ARTISTS, image_size=IMAGE_SIZE,
-        artist_metadata=ARTIST_METADATA,
+        model, path, artist_names=ARTISTS, image_size=IMAGE_SIZE,
+        artist_metadata=ARTIST_METADATA, gallery=tiny_gallery(model),
         metadata={"dataset": "sample_paintings/tiny/1.0.0", "metrics": METRICS})
 
 

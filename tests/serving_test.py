@@ -40,6 +40,7 @@ def call(signature, **inputs) -> dict[str, np.ndarray]:
 
 def test_signatures_shapes_and_dtypes(loaded, serve):
     assert set(loaded.signatures) == {"serving_default", "serve_pixels", "serve_float_pixels",
+                                      "embed", "explain", "explain_artist", "similar", "panel",
                                       "metadata"}
     (name, spec), = serve.structured_input_signature[1].items()
     assert (name, spec.dtype, spec.shape.as_list()) == ("images", tf.string, [None])

@@ -420,11 +420,11 @@ def test_device_augmentation_trains_and_its_run_reloads(tiny_data_dir, tiny_buil
 def small_backbone(*, include_top, weights, input_shape, pooling):
     """A stand-in for a keras.applications constructor (same signature), small enough to
     trace in a second: the freezing mechanics do not depend on the network."""
-    del include_top, pooling
+    del include_top
     inputs = keras.Input(input_shape)
     x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
     x = keras.layers.BatchNormalization()(x)
-    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x) if pooling else x)
     assert weights is None
     return model
 

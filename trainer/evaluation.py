@@ -12,9 +12,11 @@ import numpy as np
 import tensorflow as tf
 
 import pipeline
+from serving import gallery as gallery_lib
 from trainer import report
 
-# Float32 images [batch, S, S, 3] in [0, 1] -> probabilities [batch, artists].
+# Float32 images [batch, S, S, 3] in [0, 1] -> probabilities [batch, artists]
+# (or any per-image rows, e.g. embeddings).
 PredictFn = Callable[[tf.Tensor], np.ndarray]
 
 
@@ -43,7 +45,7 @@ def saved_model_predict_fn(model_dir: str) -> tuple[PredictFn, dict]:
 
 def predict_split(builder, split: str, data: pipeline.DataConfig,
                   predict_fn: PredictFn) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, probabilities) over a split, in stored order."""
+    """(labels, predict_fn's rows) over a split, in stored order."""
     labels, probabilities = [], []
     for images, batch_labels in pipeline.create_split(builder, split, data, training=False):
         probabilities.append(predict_fn(images))
@@ -52,11 +54,20 @@ def predict_split(builder, split: str, data: pipeline.DataConfig,
 
 
 def evaluate_split(builder, split: str, data: pipeline.DataConfig, predict_fn: PredictFn,
-                   out_dir: str) -> dict:
-    """Writes report.json, report.md, confusion.png and mistakes.png; returns the metrics."""
+                   out_dir: str, *, gallery: gallery_lib.Gallery | None = None,
+                   embed_fn: PredictFn | None = None) -> dict:
+    """Writes report.json, report.md, confusion.png and mistakes.png; returns the metrics.
+
+    With a `gallery` and the `embed_fn` that made it, the report also gives the
+    nearest-neighbour artist accuracy of the split against the gallery.
+    """
     labels, probabilities = predict_split(builder, split, data, predict_fn)
+    neighbours = None
+    if gallery is not None and len(gallery):
+        _, embeddings = predict_split(builder, split, data, embed_fn)
+        neighbours = gallery_lib.neighbour_metrics(gallery, embeddings, labels)
     return report.write_report(
         out_dir, labels=labels, probabilities=probabilities,
         names=pipeline.artist_names(builder),
         images=pipeline.encoded_images(builder, split),
-        title=f"{builder.info.full_name} / {split}")
+        title=f"{builder.info.full_name} / {split}", neighbours=neighbours)

@@ -95,8 +95,11 @@ def backbone_model(
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {sorted(BACKBONES)}")
     constructor, preprocess = BACKBONES[backbone]
+    # Pooled outside the backbone: its last feature maps stay in this model's graph,
+    # where `serving.explain` finds them for Grad-CAM (pooling has no weights, so
+    # weights saved from a pooling="avg" backbone load all the same).
     base = constructor(include_top=False, weights="imagenet" if weights == "imagenet" else None,
-                       input_shape=(image_size, image_size, 3), pooling="avg")
+                       input_shape=(image_size, image_size, 3), pooling=None)
     if weights not in ("imagenet", "none"):
         base.load_weights(weights)
     base.name = BACKBONE_LAYER
@@ -104,7 +107,7 @@ def backbone_model(
     x = layers.Rescaling(255.0)(inputs)  # keras.applications expect [0, 255] inputs.
     if preprocess is not None:
         x = layers.Lambda(preprocess, name="preprocess")(x)
-    x = base(x)
+    x = layers.GlobalAveragePooling2D(name="pool")(base(x))
     x = layers.Dropout(dropout)(x)
     return keras.Model(inputs, _logits(x, num_classes), name=f"{backbone}_classifier")
 

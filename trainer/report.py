@@ -50,6 +50,21 @@ def compute_metrics(labels: np.ndarray, probabilities: np.ndarray, names: list[s
     }
 
 
+def neighbour_lines(metrics: dict) -> list[str]:
+    """report.md's lines on the nearest-neighbour second opinion, beside the classifier."""
+    neighbours = metrics.get("nearest_neighbours")
+    if not neighbours:
+        return []
+    vote = next(k for k in neighbours if k.endswith("_vote_accuracy"))
+    return ["", f"Nearest training paintings (gallery of {neighbours['gallery_size']} paintings, "
+            f"{neighbours['gallery_megabytes']} MB in the SavedModel), by cosine similarity "
+            "of embeddings:", "",
+            "| answer | accuracy |", "|---|---:|",
+            f"| classifier | {metrics['accuracy']:.1%} |",
+            f"| nearest painting's artist (k = 1) | {neighbours['nn1_accuracy']:.1%} |",
+            f"| vote of the {vote[2:-len('_vote_accuracy')]} nearest | {neighbours[vote]:.1%} |"]
+
+
 def write_markdown(metrics: dict, path: str, *, title: str) -> None:
     top_key = next(k for k in metrics if k.startswith("top") and k.endswith("_accuracy"))
     lines = [
@@ -58,7 +73,8 @@ def write_markdown(metrics: dict, path: str, *, title: str) -> None:
         f"- accuracy: {metrics['accuracy']:.1%}",
         f"- {top_key.replace('_', ' ')}: {metrics[top_key]:.1%}",
         f"- balanced accuracy: {metrics['balanced_accuracy']:.1%}",
-        f"- macro-F1: {metrics['macro_f1']:.3f}", "",
+        f"- macro-F1: {metrics['macro_f1']:.3f}",
+        *neighbour_lines(metrics), "",
         "| artist | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|",
     ]
     for name, row in sorted(metrics["per_artist"].items(), key=lambda kv: -kv[1]["f1"]):
@@ -161,11 +177,14 @@ def plot_curves(metrics_csv: str, path: str) -> None:
 
 def write_report(
     out_dir: str, *, labels: np.ndarray, probabilities: np.ndarray, names: list[str],
-    images: list[bytes], title: str,
+    images: list[bytes], title: str, neighbours: dict | None = None,
 ) -> dict:
-    """report.json, report.md, confusion.png and mistakes.png in `out_dir`."""
+    """report.json, report.md, confusion.png and mistakes.png in `out_dir`; `neighbours`
+    (`serving.gallery.neighbour_metrics`) goes in as `nearest_neighbours`."""
     os.makedirs(out_dir, exist_ok=True)
     metrics = compute_metrics(labels, probabilities, names)
+    if neighbours:
+        metrics["nearest_neighbours"] = neighbours
     with open(os.path.join(out_dir, "report.json"), "w", encoding="utf-8") as f:
         json.dump({"title": title, **metrics}, f, indent=2, ensure_ascii=False)
     write_markdown(metrics, os.path.join(out_dir, "report.md"), title=title)

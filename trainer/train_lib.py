@@ -13,7 +13,8 @@ from absl import logging
 import pipeline
 from artist_tfds import features
 from pipeline import augment as augment_lib
-from serving import export
+from serving import explain, export
+from serving import gallery as gallery_lib
 from trainer import callbacks as callbacks_lib
 from trainer import config as config_lib
 from trainer import evaluation, models, optim, report
@@ -226,15 +227,27 @@ def finish(config: TrainConfig, workdir: str, builder, model: keras.Model) -> di
                # Summed over metrics.csv: a resumed run counts the epochs before the interruption.
                **callbacks_lib.epoch_costs(metrics_csv),
                "epochs_run": len(callbacks_lib.csv_rows(metrics_csv))}
+    explainer = explain.explainable(model)
+    gallery = None
+    if config.export.gallery_per_artist and "train" in builder.info.splits:
+        gallery = gallery_lib.build(explainer, builder, "train", evaluation_data(config),
+                                    per_artist=config.export.gallery_per_artist,
+                                    seed=config.run.seed)
+        logging.info("gallery: %d training paintings, %.1f MB", len(gallery),
+                     gallery.nbytes / 2**20)
     if "test" in builder.info.splits:
         test = evaluation.evaluate_split(builder, "test", evaluation_data(config),
-                                         evaluation.keras_predict_fn(model), workdir)
+                                         evaluation.keras_predict_fn(model), workdir,
+                                         gallery=gallery,
+                                         embed_fn=gallery_lib.embedding_fn(explainer))
         metrics.update({
             "test_accuracy": test["accuracy"],
             "test_balanced_accuracy": test["balanced_accuracy"],
             "test_macro_f1": test["macro_f1"],
             "test_examples": test["examples"],
             **{f"test_{k}": v for k, v in test.items() if k.startswith("top")},
+            **{f"test_{k}": v for k, v in test.get("nearest_neighbours", {}).items()
+               if k.endswith("accuracy")},
         })
     if os.path.exists(metrics_csv):
         report.plot_curves(metrics_csv, os.path.join(workdir, "curves.png"))
@@ -243,7 +256,7 @@ def finish(config: TrainConfig, workdir: str, builder, model: keras.Model) -> di
         model, os.path.join(workdir, SAVED_MODEL), artist_names=artists,
         artist_metadata=features.artist_metadata(builder),
         image_size=config.data.image_size, resize_mode=config.data.resize_mode,
-        top_k=config.export.top_k,
+        top_k=config.export.top_k, gallery=gallery,
         metadata={"dataset": builder.info.full_name, "metrics": metrics,
                   "config": config.to_dict()})
     if config.export.export_tflite:

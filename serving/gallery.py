@@ -1,0 +1,130 @@
+"""Similar paintings: the training split's embeddings, kept in the SavedModel with thumbnails.
+
+At export, each kept training painting's normalised embedding, artist, file
+name and a small JPEG thumbnail become variables of the SavedModel (a
+`GalleryModule`); the `similar` and `panel` signatures look up the nearest
+ones by cosine similarity in TensorFlow, so any server of the SavedModel can
+show similar paintings without the dataset. `--gallery_per_artist` bounds
+the size: at most that many paintings of each artist, chosen by seed.
+"""
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+import pipeline
+from serving import explain
+
+# Nearest paintings a `similar` answer lists.
+SIMILAR_K = 8
+# Largest side of a stored thumbnail, in pixels (JPEG quality: ops.THUMBNAIL_QUALITY).
+THUMBNAIL_PX = 128
+# The k of the report's k-nearest-neighbour vote (k = 1 is reported too).
+VOTE_K = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class Gallery:
+    """Row i: one training painting."""
+
+    embeddings: np.ndarray  # float32 [n, D], rows of unit length.
+    labels: np.ndarray  # int32 [n]
+    file_names: np.ndarray  # object (bytes) [n]
+    thumbnails: np.ndarray  # object (JPEG bytes) [n]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the gallery adds to the SavedModel (before checkpoint overhead)."""
+        return int(self.embeddings.nbytes + self.labels.nbytes
+                   + sum(map(len, self.file_names)) + sum(map(len, self.thumbnails)))
+
+
+def choose(labels: np.ndarray, per_artist: int, *, seed: int) -> np.ndarray:
+    """Boolean mask of at most `per_artist` paintings per artist, chosen by `seed`."""
+    labels = np.asarray(labels)
+    keep = np.zeros(len(labels), bool)
+    rng = np.random.default_rng(seed)
+    for label in np.unique(labels):
+        rows = np.flatnonzero(labels == label)
+        keep[rng.permutation(rows)[:per_artist]] = True
+    return keep
+
+
+def embedding_fn(explainer):
+    """float images [batch, S, S, 3] in [0, 1] -> normalised embeddings, numpy."""
+
+    @tf.function
+    def embed(images):
+        return explain.normalized_embeddings(explainer(images, training=False)[1])
+
+    return lambda images: embed(images).numpy()
+
+
+def build(explainer, builder, split: str, data: pipeline.DataConfig, *, per_artist: int,
+          seed: int) -> Gallery:
+    """Embeds the kept paintings of `split`, decoded as evaluation decodes them."""
+    keep = choose(pipeline.split_labels(builder, split), per_artist, seed=seed)
+    embed = embedding_fn(explainer)
+    columns = {"embeddings": [], "labels": [], "file_names": [], "thumbnails": []}
+    for batch in pipeline.gallery_split(builder, split, data, keep=keep,
+                                        thumbnail_px=THUMBNAIL_PX).as_numpy_iterator():
+        columns["embeddings"].append(embed(pipeline.ops.rescale(batch["image"])))
+        columns["labels"].append(batch["label"].astype(np.int32))
+        columns["file_names"].append(batch["file_name"])
+        columns["thumbnails"].append(batch["thumbnail"])
+    return Gallery(**{k: np.concatenate(v) for k, v in columns.items()})
+
+
+class GalleryModule(tf.Module):
+    """The gallery as SavedModel variables, and the nearest-neighbour lookup over them."""
+
+    def __init__(self, gallery: Gallery, artists: tf.Tensor, *, k: int = SIMILAR_K):
+        super().__init__(name="gallery")
+        self.k = min(k, len(gallery))
+        self.artists = artists
+        self.embeddings = tf.Variable(gallery.embeddings.astype(np.float32), trainable=False,
+                                      name="embeddings")
+        self.labels = tf.Variable(gallery.labels.astype(np.int32), trainable=False, name="labels")
+        self.file_names = tf.Variable(list(gallery.file_names), dtype=tf.string,
+                                      trainable=False, name="file_names")
+        self.thumbnails = tf.Variable(list(gallery.thumbnails), dtype=tf.string,
+                                      trainable=False, name="thumbnails")
+
+    def nearest(self, embeddings: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Normalised embeddings [batch, D] -> the k most similar gallery paintings each."""
+        similarity = tf.matmul(embeddings, self.embeddings, transpose_b=True)
+        top = tf.math.top_k(similarity, k=self.k)
+        artist_ids = tf.gather(self.labels, top.indices)
+        return {
+            "similar_ids": top.indices,
+            "similar_artist_ids": artist_ids,
+            "similar_artists": tf.gather(self.artists, artist_ids),
+            "similar_file_names": tf.gather(self.file_names, top.indices),
+            "similarities": top.values,
+            # TensorFlow Serving's REST API sends outputs named *_bytes as base64.
+            "similar_thumbnails_bytes": tf.gather(self.thumbnails, top.indices),
+        }
+
+
+def neighbour_metrics(gallery: Gallery, embeddings: np.ndarray, labels: np.ndarray) -> dict:
+    """Nearest-neighbour artist accuracy of `embeddings` against the gallery: k = 1, and a
+    vote of the `VOTE_K` nearest (ties go to the larger summed similarity)."""
+    similarity = np.asarray(embeddings, np.float32) @ gallery.embeddings.T
+    k = min(VOTE_K, len(gallery))
+    nearest = np.argsort(-similarity, axis=1, kind="stable")[:, :k]
+    votes = np.zeros((len(labels), int(gallery.labels.max()) + 1))
+    rows = np.arange(len(labels))[:, None]
+    neighbour_labels = gallery.labels[nearest]
+    np.add.at(votes, (rows, neighbour_labels), 1.0)
+    np.add.at(votes, (rows, neighbour_labels), 1e-3 * similarity[rows, nearest])
+    labels = np.asarray(labels)
+    return {
+        "gallery_size": len(gallery),
+        "gallery_megabytes": round(gallery.nbytes / 2**20, 2),
+        "nn1_accuracy": float((neighbour_labels[:, 0] == labels).mean()),
+        f"nn{k}_vote_accuracy": float((votes.argmax(axis=1) == labels).mean()),
+    }

@@ -6,17 +6,20 @@
     python predict.py --model_dir=WORKDIR/saved_model --info
 
 Needs only the SavedModel: no training code, no dataset (tensorflow, numpy,
-Pillow and absl; tqdm for the progress bar when it is installed). A file the
-model refuses is reported by name on stderr; the others are still classified,
-and the exit status is 1 if any failed.
+Pillow and absl, plus this project's `serving.panel` for --html; tqdm for the
+progress bar when it is installed). A file the model refuses is reported by
+name on stderr; the others are still classified, and the exit status is 1 if
+any failed.
+
+The --html page shows, per painting, what `serve.py`'s upload page shows: the
+top artists as bars, the Grad-CAM heatmap over the painting, the most similar
+training paintings and the artist's card (`serving.panel`), from the model's
+`panel` signature.
 """
 
-import base64
 import concurrent.futures
 import csv
 import glob
-import html
-import io
 import json
 import os
 import re
@@ -33,8 +36,8 @@ flags.DEFINE_enum("format", "table", ["table", "json", "csv"],
                   "csv: one row per image and rank.")
 flags.DEFINE_bool("details", False, "Also print each artist's metadata (years, genre, "
                   "nationality, wikipedia) when the model carries it.")
-flags.DEFINE_string("html", None, "Also write an HTML page of thumbnails with their top-3 "
-                    "artists to this file.")
+flags.DEFINE_string("html", None, "Also write an HTML page to this file: per painting its "
+                    "top artists, Grad-CAM heatmap, similar training paintings and artist card.")
 flags.DEFINE_bool("info", False, "Print what the model knows about itself (artists, image "
                   "size, preprocessing, dataset, metrics) and exit.")
 flags.DEFINE_enum("progress", "auto", ["auto", "on", "off"],
@@ -43,8 +46,7 @@ flags.DEFINE_enum("progress", "auto", ["auto", "on", "off"],
 flags.mark_flag_as_required("model_dir")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
-HTML_TOP = 3
-THUMBNAIL_PX = 160
+HTML_TOP = 5
 # Fields shown by --details, in this order, when an artist has them.
 DETAIL_FIELDS = ("years", "genre", "nationality", "wikipedia")
 
@@ -193,58 +195,23 @@ class CsvWriter:
                 *([p["details"].get(k, "") for k in DETAIL_FIELDS] if self.details else [])])
 
 
-def thumbnail_data_uri(path: str) -> str | None:
-    """A small JPEG of the image as a data: URI, or None if Pillow cannot open it."""
-    from PIL import Image, ImageOps  # Only for --html.
+def write_html(out_path: str, results: list[tuple[str, dict | str]], document: dict, *,
+               title: str) -> int:
+    """One `serving.panel` per painting, refused files with their error; returns the
+    number of paintings shown."""
+    from serving import panel  # Only for --html.
 
-    try:
-        with Image.open(path) as image:
-            image.draft("RGB", (THUMBNAIL_PX, THUMBNAIL_PX))  # Cheap JPEG downscale.
-            image = ImageOps.exif_transpose(image).convert("RGB")
-            image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
-            buffer = io.BytesIO()
-            image.save(buffer, "JPEG", quality=80)
-    except Exception:  # noqa: BLE001  Any unreadable file just gets no thumbnail.
-        return None
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def write_html(out_path: str, results: list[tuple[str, list[dict] | str]], *, title: str) -> int:
-    """A page of thumbnails with their top-3 artists; returns the number of thumbnails."""
-    cards, failures, thumbnails = [], [], 0
-    for path, result in results:
-        name = html.escape(path)
-        if isinstance(result, str):
-            failures.append(f"<li><code>{name}</code>: {html.escape(result)}</li>")
+    panels, failures = [], []
+    for path, outputs in results:
+        if isinstance(outputs, str):
+            failures.append(panel.error_html(path, outputs))
             continue
-        uri = thumbnail_data_uri(path)
-        thumbnails += uri is not None
-        image = f'<img src="{uri}" alt="{name}">' if uri else '<div class="missing">no preview</div>'
-        rows = "".join(
-            f"<li>{html.escape(p['artist'])} <b>{p['probability']:.1%}</b></li>"
-            for p in result[:HTML_TOP])
-        cards.append(f'<figure>{image}<figcaption><code>{name}</code><ol>{rows}</ol>'
-                     f"</figcaption></figure>")
-    errors = f"<h2>Not classified</h2><ul>{''.join(failures)}</ul>" if failures else ""
-    page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>
-body {{ font-family: sans-serif; margin: 1em; }}
-main {{ display: flex; flex-wrap: wrap; gap: 1em; }}
-figure {{ width: {THUMBNAIL_PX + 40}px; margin: 0; }}
-img, .missing {{ max-width: {THUMBNAIL_PX}px; max-height: {THUMBNAIL_PX}px; }}
-figcaption code {{ font-size: 0.75em; word-break: break-all; }}
-ol {{ padding-left: 1.4em; margin: 0.3em 0; }}
-</style></head><body>
-<h1>{html.escape(title)}</h1>
-<main>
-{chr(10).join(cards)}
-</main>
-{errors}
-</body></html>
-"""
+        with open(path, "rb") as f:
+            panels.append(panel.panel_html(path, f.read(), outputs, document, top_k=HTML_TOP))
+    errors = f"<h2>Not classified</h2>{''.join(failures)}" if failures else ""
     with open(out_path, "w", encoding="utf-8") as f:
-        f.write(page)
-    return thumbnails
+        f.write(panel.page_html(title, "\n".join(panels) + errors))
+    return len(panels)
 
 
 def format_info(model_dir: str, document: dict) -> str:
@@ -309,7 +276,10 @@ def main(argv):
         print(json.dumps(document, indent=2, ensure_ascii=False) if FLAGS.format == "json"
               else format_info(FLAGS.model_dir, document))
         return
-    signature = loaded.signatures["serving_default"]
+    # The panel signature answers everything serving_default does, plus the heatmap
+    # and similar paintings, at the cost of a backward pass: only for --html.
+    signature = loaded.signatures[
+        "panel" if FLAGS.html and "panel" in loaded.signatures else "serving_default"]
     exported_k = signature.structured_outputs["top_k_artists"].shape[-1]
     if FLAGS.top_k > exported_k:
         print(f"predict.py: the model returns {exported_k} artists per image; showing "
@@ -323,8 +293,7 @@ def main(argv):
             print(format_json(path, message, details=FLAGS.details))
         elif csv_writer:
             csv_writer.write(path, message)
-    shown_k = max(FLAGS.top_k, HTML_TOP if FLAGS.html else 0)
-    page = []  # (path, predictions or error) for --html.
+    page = []  # (path, the model's outputs or an error) for --html.
     bar = progress_bar(len(files))
     batches = [files[start:start + FLAGS.batch_size]
                for start in range(0, len(files), FLAGS.batch_size)]
@@ -334,13 +303,11 @@ def main(argv):
         for batch, results in zip(batches, pool.map(lambda b: classify(signature, b), batches)):
             for path, outputs in results:
                 failed = isinstance(outputs, str)
-                result = outputs if failed else ranked(outputs, shown_k, artists)
+                result = outputs if failed else ranked(outputs, FLAGS.top_k, artists)
                 if FLAGS.html:
-                    page.append((path, result))
+                    page.append((path, outputs))
                 if failed:
                     errors.append((path, result))
-                else:
-                    result = result[:FLAGS.top_k]
                 if FLAGS.format == "table" and not failed:
                     print(format_table(path, result, details=FLAGS.details))
                 elif FLAGS.format == "json":
@@ -351,8 +318,8 @@ def main(argv):
             bar.update(len(batch))
     bar.close()
     if FLAGS.html:
-        count = write_html(FLAGS.html, page, title=f"Artists by {FLAGS.model_dir}")
-        print(f"predict.py: wrote {FLAGS.html} ({count} thumbnails)", file=sys.stderr)
+        count = write_html(FLAGS.html, page, document, title=f"Artists by {FLAGS.model_dir}")
+        print(f"predict.py: wrote {FLAGS.html} ({count} paintings)", file=sys.stderr)
     for path, message in errors:
         print(f"predict.py: error: {path}: {message}", file=sys.stderr)
     if errors:

@@ -1,10 +1,16 @@
-"""A local stand-in for TensorFlow Serving: the exported SavedModel behind its REST API, batched.
+"""The web app: an upload page, and the SavedModel behind TensorFlow Serving's REST API, batched.
 
     python serve.py --model_dir=WORKDIR/saved_model [--port=8000] [--model_name=artist]
+    # open http://127.0.0.1:8000/ and drop paintings on the page, or:
     curl -d '{"instances": [{"b64": "'"$(base64 -w0 painting.jpg)"'"}]}' \\
         http://127.0.0.1:8000/v1/models/artist:predict
 
-Routes, as https://www.tensorflow.org/tfx/serving/api_rest gives them (one version, "1"):
+The page (`GET /`) sends each chosen or dropped file to `POST /panel` (the
+file's bytes as the body) and shows the answer as `predict.py --html` does
+(`serving.panel`): top artists, the Grad-CAM heatmap, similar training
+paintings, the artist's card; a file the model refuses shows its error.
+
+REST routes, as https://www.tensorflow.org/tfx/serving/api_rest gives them (one version, "1"):
 
 * `GET /v1/models/<name>[/versions/1]`: the model's status.
 * `GET /v1/models/<name>[/versions/1]/metadata`: every signature's inputs and outputs.
@@ -33,12 +39,15 @@ import os
 import re
 import sys
 import threading
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import uvicorn
 from absl import app, flags, logging
 from starlette import applications, exceptions, requests, responses, routing
+
+from serving import panel
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "Exported SavedModel directory (WORKDIR/saved_model).")
@@ -479,6 +488,88 @@ def format_outputs(outputs: Arrays, request: PredictRequest) -> dict:
     return {"predictions": [next(iter(row.values())) if len(row) == 1 else row for row in rows]}
 
 
+# --- The upload page -----------------------------------------------------------------
+
+UPLOAD_FORM = """
+<form id="upload"><label id="drop">Drop paintings here, or
+<input id="files" type="file" accept="image/*" multiple></label></form>
+<div id="results"></div>
+"""
+UPLOAD_STYLE = """
+#drop { display: block; border: 2px dashed #8aa3c8; border-radius: 8px; padding: 2em;
+        text-align: center; background: #fff; margin-bottom: 1.2em; }
+#drop.over { background: #eef3fb; }
+.pending { color: #777; margin: 0.5em 0; }
+"""
+# Each file is its own request, all at once: the server batches those that arrive together.
+UPLOAD_SCRIPT = """
+const results = document.getElementById('results');
+const drop = document.getElementById('drop');
+function escapeHtml(text) {
+  const div = document.createElement('div'); div.textContent = text; return div.innerHTML;
+}
+async function send(file) {
+  const slot = document.createElement('div');
+  slot.className = 'pending';
+  slot.textContent = 'Looking at ' + file.name + '...';
+  results.appendChild(slot);
+  let html;
+  try {
+    const response = await fetch('panel', {method: 'POST', body: file,
+                                           headers: {'X-File-Name': encodeURIComponent(file.name)}});
+    html = (await response.json()).html;
+  } catch (error) {
+    html = '<section class="panel error"><h2>' + escapeHtml(file.name) +
+           '</h2><p class="message">' + escapeHtml(String(error)) + '</p></section>';
+  }
+  slot.outerHTML = html;
+}
+function handle(files) { for (const file of files) send(file); }
+document.getElementById('files').addEventListener('change', (e) => handle(e.target.files));
+drop.addEventListener('dragover', (e) => { e.preventDefault(); drop.classList.add('over'); });
+drop.addEventListener('dragleave', () => drop.classList.remove('over'));
+drop.addEventListener('drop', (e) => {
+  e.preventDefault(); drop.classList.remove('over'); handle(e.dataTransfer.files);
+});
+"""
+
+
+def load_document(model: "ServedModel") -> dict:
+    """The model's metadata document (artists and their cards, resize mode), once."""
+    if "metadata" not in model.signatures:
+        return {}
+    value = model.signatures["metadata"].run({})["metadata"]
+    return json.loads(value.item() if isinstance(value, np.ndarray) else value)
+
+
+async def upload_page(request: requests.Request) -> responses.Response:
+    document = request.app.state.document
+    dataset = (document.get("dataset") or {}).get("full_name", "")
+    title = f"Who painted it? ({len(document.get('artists', []))} artists"
+    title += f", {dataset})" if dataset else ")"
+    page = panel.page_html(title, UPLOAD_FORM, script=UPLOAD_SCRIPT)
+    return responses.HTMLResponse(page.replace("</style>", UPLOAD_STYLE + "</style>", 1))
+
+
+async def panel_endpoint(request: requests.Request) -> responses.Response:
+    """One file's bytes -> {"html": its panel}, or 400/413 {"error", "html": the error panel}."""
+    name = urllib.parse.unquote(request.headers.get("x-file-name", "painting"))
+    model: ServedModel = request.app.state.model
+    signature = "panel" if "panel" in model.signatures else DEFAULT_SIGNATURE
+    try:
+        body = await read_body(request, request.app.state.max_request_bytes)
+        outputs = await request.app.state.batcher.predict(
+            signature, {"images": np.array([body], object)})
+    except Exception as e:  # noqa: BLE001  Any failure is shown in this file's panel.
+        status = e.status if isinstance(e, RequestError) else http_status(e)
+        message = e.message if isinstance(e, RequestError) else error_message(e)
+        message = re.sub(r"^images\[0\]:\s*", "", message)
+        return json_response({"error": message, "html": panel.error_html(name, message)}, status)
+    row = {key: value[0] for key, value in outputs.items()}
+    html = await asyncio.to_thread(panel.panel_html, name, body, row, request.app.state.document)
+    return json_response({"html": html})
+
+
 # --- Routes ---------------------------------------------------------------------------
 
 
@@ -575,9 +666,9 @@ def create_app(
 ) -> applications.Starlette:
     """The server as an ASGI app; loads the SavedModel once.
 
-    `app.state` holds `model` (ServedModel: `loaded`, `signatures`), `batcher`
-    (Batcher: `await app.state.batcher.predict(name, inputs)`) and
-    `max_request_bytes`, for `extra_routes` to use.
+    `app.state` holds `model` (ServedModel: `loaded`, `signatures`), `document`
+    (its metadata), `batcher` (Batcher: `await app.state.batcher.predict(name,
+    inputs)`) and `max_request_bytes`, for `extra_routes` to use.
     """
     model = load_model(model_dir, model_name)
     batcher = Batcher(model.signatures, max_batch=max_batch)
@@ -589,10 +680,13 @@ def create_app(
 
     application = applications.Starlette(
         routes=[routing.Route("/v1/models/{target:path}", models_endpoint, methods=["GET", "POST"]),
+                routing.Route("/", upload_page), routing.Route("/panel", panel_endpoint,
+                                                               methods=["POST"]),
                 *extra_routes],
         exception_handlers={exceptions.HTTPException: _http_error, Exception: _server_error},
         lifespan=lifespan)
     application.state.model = model
+    application.state.document = load_document(model)
     application.state.batcher = batcher
     application.state.max_request_bytes = max_request_bytes
     return application
@@ -606,9 +700,10 @@ def main(argv):
     application = create_app(FLAGS.model_dir, model_name=FLAGS.model_name,
                              max_batch=FLAGS.max_batch,
                              max_request_bytes=FLAGS.max_request_mb * 2**20)
-    logging.info("Serving %s (signatures: %s) at http://%s:%d/v1/models/%s", FLAGS.model_dir,
+    logging.info("Serving %s (signatures: %s): upload page at http://%s:%d/, REST API at "
+                 "http://%s:%d/v1/models/%s", FLAGS.model_dir,
                  ", ".join(application.state.model.signatures), FLAGS.host, FLAGS.port,
-                 FLAGS.model_name)
+                 FLAGS.host, FLAGS.port, FLAGS.model_name)
     uvicorn.run(application, host=FLAGS.host, port=FLAGS.port, log_level="info")
 
 

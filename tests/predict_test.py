@@ -75,11 +75,27 @@ def test_json_lines_and_html_page(model_dir, folder, tmp_path):
         assert problem in records[name]["error"]
 
     html = page.read_text(encoding="utf-8")
-    assert html.count('<img src="data:image/jpeg;base64,') == len(GOOD)
-    assert html.count("<figure>") == len(GOOD)
-    assert len(re.findall(r"<ol>(?:<li>.*?</li>){3}</ol>", html)) == len(GOOD)  # Top 3 each.
-    assert all(name in html for name in BAD)
-    assert f"wrote {page} ({len(GOOD)} thumbnails)" in result.stderr
+    panels = dict(re.findall(r'<section class="panel"><h2>(.*?)</h2>(.*?)</section>', html))
+    assert set(panels) == {str(folder / name) for name in GOOD}
+    for panel in panels.values():
+        assert panel.count('<img class="painting" src="data:image/jpeg;base64,') == 1
+        assert panel.count('<img class="heatmap" src="data:image/jpeg;base64,') == 1
+        assert panel.count('class="bar"') == 5  # The model's top 5 artists.
+        assert panel.count("<figure><img src=") == 4  # Similar training paintings...
+        assert len(re.findall(r"<figcaption>(?:" + "|".join(ARTISTS) + r") \(-?[01]\.\d\d\)",
+                              panel)) == 4  # ...with their artists and similarity.
+        assert '<div class="card"><h3>' in panel
+    # The tiny model's card data: Piet Gridwell's and Vincent van Swirl's.
+    for panel in panels.values():
+        top = re.search(r'<div class="card"><h3>(.*?)</h3>', panel).group(1)
+        if top in ARTIST_METADATA:
+            assert f"years: {ARTIST_METADATA[top]['years']}" in panel
+            assert ARTIST_METADATA[top]["wikipedia"] in panel
+    errors = re.findall(r'<section class="panel error"><h2>(.*?)</h2><p class="message">(.*?)'
+                        "</p>", html)
+    assert {os.path.relpath(path, folder): message for path, message in errors}.keys() == set(BAD)
+    assert all(problem in dict(errors)[str(folder / name)] for name, problem in BAD.items())
+    assert f"wrote {page} ({len(GOOD)} paintings)" in result.stderr
 
 
 def test_csv_with_details_and_globs(model_dir, folder):

@@ -497,7 +497,7 @@ def print_report(rows, ratio_rows, target_rows, costs) -> None:
     if costs:
         print(f"\nin-process, batch {FLAGS.cost_batch_size}, ms per image:")
         for name, cost in costs.items():
-            extra = (f"  (+{cost['extra_ms_per_image']:.2f} ms over {SIGNATURE}, "
+            extra = (f"  ({cost['extra_ms_per_image']:+.2f} ms over {SIGNATURE}, "
                      f"x{cost['ratio']:.2f})" if "ratio" in cost else "")
             print(f"   {name:<16} {cost['ms_per_image']:7.2f}{extra}")
 

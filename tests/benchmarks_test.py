@@ -63,3 +63,24 @@ def test_recipe_compare(tmp_path):
     for run in figures.values():
         assert run["epochs"] == 1 and 0 <= run["test_accuracy"] <= 1
         assert run["seconds"] > 0 and run["cpu_seconds"] > 0
+
+
+def test_app_bench(tiny_saved_model, tmp_path):
+    out = tmp_path / "app_bench.json"
+    figures = last_json("app_bench.py", f"--model_dir={tiny_saved_model}", "--clients=2",
+                        "--batch_sizes=1,2", "--requests_per_client=2", "--rounds=1",
+                        "--num_images=6", "--cost_batch_size=2", "--cost_calls=1",
+                        f"--json_out={out}")
+    assert json.loads(out.read_text()) == figures
+    rows = {(row["path"], row["batch"], row["clients"]): row for row in figures["rows"]}
+    assert set(rows) == {(path, batch, 2) for path in ("server JSON", "in-process")
+                         for batch in (1, 2)}
+    for (_, batch, _), row in rows.items():
+        # 2 clients x 2 requests x batch images, every one answered.
+        assert row["images_sent"] == row["images_answered"] == 4 * batch
+        assert row["errors"] == 0 and row["requests"] == 4
+        assert row["images_per_s"] > 0 and 0 < row["p50_ms"] <= row["p95_ms"]
+    assert [(r["batch"], r["clients"]) for r in figures["ratios"]] == [(1, 2), (2, 2)]
+    assert [t["limit"] for t in figures["targets"]] == [3.0]  # No batch 32 measured.
+    assert set(figures["signature_costs"]) == {"serving_default", "explain", "similar", "panel"}
+    assert figures["signature_costs"]["explain"]["ms_per_image"] > 0

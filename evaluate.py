@@ -2,7 +2,8 @@
 
     python -m evaluate --model_dir=WORKDIR/saved_model --dataset=best_artworks --split=test
 
-Writes report.json, report.md, confusion.png and mistakes.png to --out_dir.
+Writes report.json, report.md, confusion.png, mistakes.png, reliability.png and
+coverage.png to --out_dir.
 The split goes through the input pipeline as in training's evaluation
 (`pipeline.create_split`, at the model's own image size and resize mode) and
 into the model's `serve_float_pixels` signature: those are the pixels
@@ -37,7 +38,10 @@ def evaluate(model_dir: str, builder, split: str, out_dir: str, *, batch_size: i
                          f"{builder.info.full_name} has {len(names)}")
     data = pipeline.DataConfig(image_size=document["image_size"],
                                resize_mode=document["resize_mode"], batch_size=batch_size)
-    return evaluation.evaluate_split(builder, split, data, predict_fn, out_dir)
+    answer = {**(document.get("calibration") or {}), **(document.get("abstention") or {})}
+    return evaluation.evaluate_split(builder, split, data, predict_fn, out_dir,
+                                     temperature=answer.get("temperature", 1.0),
+                                     min_confidence=answer.get("min_confidence", 0.0))
 
 
 def main(argv):

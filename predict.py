@@ -38,6 +38,10 @@ flags.DEFINE_bool("details", False, "Also print each artist's metadata (years, g
                   "nationality, wikipedia) when the model carries it.")
 flags.DEFINE_string("html", None, "Also write an HTML page to this file: per painting its "
                     "top artists, Grad-CAM heatmap, similar training paintings and artist card.")
+flags.DEFINE_float("min_confidence", None, "Say 'unknown artist' when the top probability "
+                   "is below this (0-1; 0: never). Default: the model's own rule, chosen on its "
+                   "validation split for a stated precision (--info shows it).",
+                   lower_bound=0.0, upper_bound=1.0)
 flags.DEFINE_bool("info", False, "Print what the model knows about itself (artists, image "
                   "size, preprocessing, dataset, metrics) and exit.")
 flags.DEFINE_enum("progress", "auto", ["auto", "on", "off"],
@@ -142,6 +146,13 @@ def _split_and_retry(signature, paths: list[str]) -> list[tuple[str, dict | str]
     return classify(signature, paths[:middle]) + classify(signature, paths[middle:])
 
 
+def is_unknown(outputs: dict) -> bool:
+    """--min_confidence if given, else the model's `unknown` (models without one: never)."""
+    if FLAGS.min_confidence is not None:
+        return bool(outputs["top_k_probabilities"][0] < FLAGS.min_confidence)
+    return bool(outputs.get("unknown", False))
+
+
 def ranked(outputs: dict, top_k: int, artists: list[dict]) -> list[dict]:
     """The top-k predictions of one image, best first, with each artist's metadata."""
     rows = []
@@ -158,8 +169,14 @@ def ranked(outputs: dict, top_k: int, artists: list[dict]) -> list[dict]:
 # --- Output ---------------------------------------------------------------------------
 
 
-def format_table(path: str, predictions: list[dict], *, details: bool) -> str:
-    lines = [path]
+def unknown_text(predictions: list[dict]) -> str:
+    """How an abstention reads, in the table and on the page."""
+    best = predictions[0]
+    return f"unknown artist (closest: {best['artist']}, {best['probability']:.1%})"
+
+
+def format_table(path: str, predictions: list[dict], *, unknown: bool, details: bool) -> str:
+    lines = [path] + ([f"  {unknown_text(predictions)}"] if unknown else [])
     for p in predictions:
         lines.append(f"  {p['rank']}. {p['artist']:<32} {p['probability']:6.1%}")
         if details and p["details"]:
@@ -167,31 +184,35 @@ def format_table(path: str, predictions: list[dict], *, details: bool) -> str:
     return "\n".join(lines)
 
 
-def format_json(path: str, result: list[dict] | str, *, details: bool) -> str:
+def format_json(path: str, result: list[dict] | str, *, unknown: bool = False,
+                details: bool) -> str:
     if isinstance(result, str):
         return json.dumps({"file": path, "error": result}, ensure_ascii=False)
     predictions = [p if details else {k: v for k, v in p.items() if k != "details"}
                    for p in result]
-    return json.dumps({"file": path, "predictions": predictions}, ensure_ascii=False)
+    return json.dumps({"file": path, "unknown": unknown, "predictions": predictions},
+                      ensure_ascii=False)
 
 
 class CsvWriter:
-    """One row per image and rank; a failed image is one row with `error` set."""
+    """One row per image and rank (`unknown` repeated on each); a failed image is one row
+    with `error` set."""
 
     def __init__(self, stream, *, details: bool):
         self.details = details
         self.writer = csv.writer(stream, lineterminator="\n")
-        self.writer.writerow(["file", "rank", "artist_id", "artist", "probability", "error",
-                              *(DETAIL_FIELDS if details else ())])
+        self.writer.writerow(["file", "rank", "artist_id", "artist", "probability", "unknown",
+                              "error", *(DETAIL_FIELDS if details else ())])
 
-    def write(self, path: str, result: list[dict] | str) -> None:
+    def write(self, path: str, result: list[dict] | str, *, unknown: bool = False) -> None:
         if isinstance(result, str):
-            self.writer.writerow([path, "", "", "", "", result,
+            self.writer.writerow([path, "", "", "", "", "", result,
                                   *([""] * len(DETAIL_FIELDS) if self.details else [])])
             return
         for p in result:
             self.writer.writerow([
-                path, p["rank"], p["id"], p["artist"], f"{p['probability']:.6f}", "",
+                path, p["rank"], p["id"], p["artist"], f"{p['probability']:.6f}",
+                str(unknown).lower(), "",
                 *([p["details"].get(k, "") for k in DETAIL_FIELDS] if self.details else [])])
 
 
@@ -227,6 +248,13 @@ def format_info(model_dir: str, document: dict) -> str:
             lines.append(f"{label}: {document[key]}")
     for key, value in (document.get("preprocessing") or {}).items():
         lines.append(f"Preprocessing {key}: {value}")
+    if document.get("calibration"):
+        lines.append(f"Calibration: temperature {document['calibration']['temperature']:.3f}")
+    rule = document.get("abstention") or {}
+    if rule.get("min_confidence"):
+        lines.append(f"Unknown artist: top probability < {rule['min_confidence']:.3f}"
+                     + (f" (chosen for {rule['target_precision']:.0%} precision on the "
+                        "validation split)" if "target_precision" in rule else ""))
     for key, value in (document.get("metrics") or {}).items():
         shown = f"{value:.4f}" if isinstance(value, float) else value
         lines.append(f"Metric {key}: {shown}")
@@ -304,16 +332,17 @@ def main(argv):
             for path, outputs in results:
                 failed = isinstance(outputs, str)
                 result = outputs if failed else ranked(outputs, FLAGS.top_k, artists)
+                unknown = not failed and is_unknown(outputs)
                 if FLAGS.html:
-                    page.append((path, outputs))
+                    page.append((path, outputs if failed else {**outputs, "unknown": unknown}))
                 if failed:
                     errors.append((path, result))
                 if FLAGS.format == "table" and not failed:
-                    print(format_table(path, result, details=FLAGS.details))
+                    print(format_table(path, result, unknown=unknown, details=FLAGS.details))
                 elif FLAGS.format == "json":
-                    print(format_json(path, result, details=FLAGS.details))
+                    print(format_json(path, result, unknown=unknown, details=FLAGS.details))
                 elif csv_writer:
-                    csv_writer.write(path, result)
+                    csv_writer.write(path, result, unknown=unknown)
             sys.stdout.flush()
             bar.update(len(batch))
     bar.close()

@@ -12,9 +12,9 @@ bursts of `--requests_per_client` requests of B images (`--batch_sizes`):
   decoding, batching and answering are what is measured. By default the
   script starts `serve.py` itself on a free port and stops it at the end;
   `--server=URL` measures a server already running (no CPU figures then).
-* in-process: `serving_default(images=tf.constant(batch))` in this process,
-  the same batches, M threads calling at once, every output fetched as numpy
-  (as the server's worker threads do).
+* in-process: `serving_default(images=tf.constant(batch))` in this process on
+  the same batches of bytes, M threads calling at once, every output fetched
+  as numpy (as the server's worker threads do).
 
 Both processes share the machine's cores, so while the server is timed this
 process only sends prebuilt bodies and stores the answers (they are checked
@@ -253,9 +253,12 @@ def answered_by_server(answers: list, batch: int) -> tuple[int, int]:
 
 
 def in_process_sender(signature):
+    import tensorflow as tf
+
     def connect():
-        def send(batch):
-            return {name: tensor.numpy() for name, tensor in signature(images=batch).items()}
+        def send(batch: list[bytes]):
+            outputs = signature(images=tf.constant(batch))
+            return {name: tensor.numpy() for name, tensor in outputs.items()}
         return send
     return connect
 
@@ -413,7 +416,8 @@ def ratios(results: dict, configs: list[tuple[int, int]]) -> list[dict]:
         server_cpu = [run["cpu"] for run in server]
         if None not in server_cpu:
             # Images per CPU second, server over in-process.
-            per_image = [sum(r["cpu"] for r in runs) / sum(r["images_answered"] for r in runs)
+            per_image = [sum(r["cpu"] for r in runs)
+                         / max(1, sum(r["images_answered"] for r in runs))
                          for runs in (server, local)]
             entry["cpu_ratio"] = round(per_image[1] / per_image[0], 3)
         out.append(entry)
@@ -517,7 +521,6 @@ def main(argv):
     # Everything sent is built now, before any timing.
     batches = {b: batches_of(blobs, b) for b in batch_sizes}
     bodies = {b: [predict_body(batch) for batch in batches[b]] for b in batch_sizes}
-    tensors = {b: [tf.constant(batch) for batch in batches[b]] for b in batch_sizes}
 
     with tempfile.TemporaryDirectory() as tmp:
         process, log_path, url = None, None, FLAGS.server
@@ -532,7 +535,7 @@ def main(argv):
             paths = {
                 SERVER: (http_sender(url, f"/v1/models/{FLAGS.model_name}:predict"), bodies,
                          answered_by_server),
-                IN_PROCESS: (in_process_sender(loaded.signatures[SIGNATURE]), tensors,
+                IN_PROCESS: (in_process_sender(loaded.signatures[SIGNATURE]), batches,
                              answered_in_process),
             }
             pid = process.pid if process else None

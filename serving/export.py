@@ -5,8 +5,8 @@ Signatures of the SavedModel (`saved_model_cli show --all --dir DIR` lists them)
 * `serving_default`: `images` tf.string [batch] of encoded JPEG, PNG, GIF (first
   frame) or BMP -> `probabilities` float32 [batch, artists], `top_k_ids` int32
   [batch, k], `top_k_artists` tf.string [batch, k], `top_k_probabilities`
-  float32 [batch, k]. TensorFlow Serving's REST `{"instances": [{"b64": ...}]}`
-  maps onto `images`.
+  float32 [batch, k], `unknown` bool [batch]. TensorFlow Serving's REST
+  `{"instances": [{"b64": ...}]}` maps onto `images`.
 * `serve_pixels`: `pixels` uint8 [batch, height, width, 3] in 0-255, any size
   (one size per call) -> the same four outputs.
 * `serve_float_pixels`: `pixels` float32 [batch, height, width, 3] in [0, 1]
@@ -29,6 +29,14 @@ Signatures of the SavedModel (`saved_model_cli show --all --dir DIR` lists them)
   showing a painting needs (predict.py --html, serve.py).
 * `metadata`: no inputs -> `metadata` (a JSON string, the same document as
   `assets.extra/metadata.json`) and `artists` tf.string [artists].
+
+Probabilities are calibrated: the logits are divided by the temperature
+fitted on the validation split (`trainer.calibration`), stored in the model
+and stated in `metadata` ("calibration"). `unknown` is the stored abstention
+rule: the top probability is below `min_confidence`, chosen on the validation
+split so that the answers kept are right at the stated precision
+("abstention" in `metadata`); the top-k artists are still given, as the
+closest ones.
 
 A bad element (empty, not an image, unsupported format, truncated JPEG, more
 pixels than `max_pixels`) fails the call with InvalidArgument "images[i]: ..."
@@ -81,21 +89,34 @@ class ExportConfig(settings.Section):
         100, "Training paintings per artist kept in the SavedModel (embedding, file name, "
         f"{gallery_lib.THUMBNAIL_PX} px thumbnail) for the `similar` signature; 0: none.",
         bounds=(0, None))
+    target_precision: float = setting(
+        0.9, "The 'unknown artist' rule: answer only where the top probability makes the "
+        "answers kept on the validation split right this often; below it, `unknown`.",
+        bounds=(0.0, 1.0))
 
 
-def serving_outputs(
-    model: keras.Model, pixels: tf.Tensor, artists: tf.Tensor, top_k: int
-) -> dict[str, tf.Tensor]:
-    """Logits -> probabilities and the top-k artists; shared by every endpoint."""
-    logits = model(pixels, training=False)
-    probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
-    top = tf.math.top_k(probabilities, k=top_k)
-    return {
-        "probabilities": probabilities,
-        "top_k_ids": top.indices,
-        "top_k_artists": tf.gather(artists, top.indices),
-        "top_k_probabilities": top.values,
-    }
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    """How logits become the served answer: calibration, top k, abstention."""
+
+    artists: tf.Tensor  # tf.string [artists]
+    top_k: int
+    temperature: float = 1.0
+    min_confidence: float = 0.0
+
+    def probabilities(self, logits: tf.Tensor) -> tf.Tensor:
+        return tf.nn.softmax(tf.cast(logits, tf.float32) / self.temperature, axis=-1)
+
+    def outputs(self, probabilities: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Probabilities -> them, the top-k artists and `unknown`; shared by every endpoint."""
+        top = tf.math.top_k(probabilities, k=self.top_k)
+        return {
+            "probabilities": probabilities,
+            "top_k_ids": top.indices,
+            "top_k_artists": tf.gather(self.artists, top.indices),
+            "top_k_probabilities": top.values,
+            "unknown": top.values[:, 0] < self.min_confidence,
+        }
 
 
 # --- Requests -> model inputs ---------------------------------------------------------
@@ -177,6 +198,8 @@ def build_metadata(
     metadata: dict | None = None,
     similar_k: int = 0,
     gallery_info: dict | None = None,
+    calibration: dict | None = None,
+    abstention: dict | None = None,
 ) -> dict:
     """The document stored as `assets.extra/metadata.json` and in the `metadata` signature."""
     extra = dict(metadata or {})
@@ -216,6 +239,8 @@ def build_metadata(
             "metadata": "no inputs; this document as JSON",
         },
         "gallery": gallery_info,
+        "calibration": calibration,
+        "abstention": abstention,
         "tensorflow_version": tf.__version__,
         "keras_version": keras.__version__,
     }
@@ -238,6 +263,9 @@ def export_model(
     artist_metadata: dict[str, dict] | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     gallery: gallery_lib.Gallery | None = None,
+    temperature: float = 1.0,
+    min_confidence: float = 0.0,
+    abstention: dict | None = None,
 ) -> str:
     """Writes the SavedModel described in this module's docstring; returns `path`.
 
@@ -246,12 +274,15 @@ def export_model(
     `artist_metadata` maps an artist name to fields such as years, genre,
     nationality and wikipedia. `max_pixels` bounds the size an encoded image may
     declare. With a non-empty `gallery` (`gallery.build`), the model answers
-    `similar` too.
+    `similar` too. `temperature` divides the logits; `unknown` is true where the
+    top probability is below `min_confidence`; `abstention` describes how that
+    was chosen (stored in the metadata).
     """
     if resize_mode not in ops.RESIZE_MODES:
         raise ValueError(f"resize_mode must be one of {ops.RESIZE_MODES}, got {resize_mode!r}")
     top_k = min(top_k, len(artist_names))
     artists = tf.constant(list(artist_names))
+    answer = Answer(artists, top_k, temperature=temperature, min_confidence=min_confidence)
     explainer = explain.explainable(model)
     neighbours = gallery_lib.GalleryModule(gallery, artists) if gallery is not None and len(
         gallery) else None
@@ -260,11 +291,17 @@ def export_model(
         top_k=top_k, max_pixels=max_pixels, artist_metadata=artist_metadata, metadata=metadata,
         similar_k=neighbours.k if neighbours else 0,
         gallery_info={"paintings": len(gallery), "thumbnail_px": gallery_lib.THUMBNAIL_PX,
-                      "megabytes": round(gallery.nbytes / 2**20, 2)} if neighbours else None)
+                      "megabytes": round(gallery.nbytes / 2**20, 2)} if neighbours else None,
+        calibration={"temperature": temperature, "method": "temperature scaling (the logits "
+                     "are divided by it), fitted on the validation split by NLL"},
+        abstention={"min_confidence": min_confidence,
+                    "rule": "unknown when the top probability < min_confidence",
+                    **(abstention or {})})
     document_json = tf.constant(json.dumps(document, ensure_ascii=False))
 
     def predict(uint8_pixels: tf.Tensor) -> dict[str, tf.Tensor]:
-        return serving_outputs(model, ops.rescale(uint8_pixels), artists, top_k)
+        return answer.outputs(answer.probabilities(model(ops.rescale(uint8_pixels),
+                                                         training=False)))
 
     def resized(pixels: tf.Tensor) -> tf.Tensor:
         return resize_batch(pixels, image_size=image_size, resize_mode=resize_mode)
@@ -274,7 +311,8 @@ def export_model(
                             max_pixels=max_pixels)
 
     def explained(images: tf.Tensor, artist_ids: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
-        outputs = explain.analyze(explainer, ops.rescale(decoded(images)), artist_ids)
+        outputs = explain.analyze(explainer, ops.rescale(decoded(images)), artist_ids,
+                                  temperature=temperature)
         ids = outputs["explained_ids"]
         outputs["explained_artists"] = tf.gather(artists, ids)
         outputs["explained_probabilities"] = tf.gather(outputs["probabilities"], ids, axis=1,
@@ -326,10 +364,7 @@ def export_model(
     @tf.function(input_signature=[images_spec])
     def serve_panel(images):
         outputs = explained(images)
-        top = tf.math.top_k(outputs["probabilities"], k=top_k)
-        panel = {"probabilities": outputs["probabilities"], "top_k_ids": top.indices,
-                 "top_k_artists": tf.gather(artists, top.indices),
-                 "top_k_probabilities": top.values,
+        panel = {**answer.outputs(outputs["probabilities"]),
                  **{key: outputs[key] for key in explain_keys}}
         if neighbours:
             panel.update(neighbours.nearest(outputs["embeddings"]))

@@ -149,9 +149,14 @@ def panel_html(name: str, encoded: bytes, outputs: dict, document: dict, *, top_
     artists = document.get("artists", [])
     top_id = int(outputs["top_k_ids"][0])
     card = artist_card(artists[top_id]) if 0 <= top_id < len(artists) else ""
+    verdict = ""
+    if outputs.get("unknown", False):
+        closest = html.escape(_text(outputs["top_k_artists"][0]))
+        verdict = (f'<div class="unknown">unknown artist (closest: {closest}, '
+                   f'{outputs["top_k_probabilities"][0]:.1%})</div>')
     return (f'<section class="panel"><h2>{html.escape(name)}</h2>{"".join(figures)}'
-            f'<div class="answer">{_bars(outputs, top_k)}{card}{_similar(outputs)}</div>'
-            "</section>")
+            f'<div class="answer">{verdict}{_bars(outputs, top_k)}{card}{_similar(outputs)}'
+            "</div></section>")
 
 
 def error_html(name: str, message: str) -> str:

@@ -104,8 +104,10 @@ def test_csv_with_details_and_globs(model_dir, folder):
                      str(folder / "missing.png"))
     assert result.returncode == 1
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
-    assert list(rows[0]) == ["file", "rank", "artist_id", "artist", "probability", "error",
-                             "years", "genre", "nationality", "wikipedia"]
+    assert list(rows[0]) == ["file", "rank", "artist_id", "artist", "probability", "unknown",
+                             "error", "years", "genre", "nationality", "wikipedia"]
+    # The tiny model's rule (min_confidence 0) never abstains.
+    assert {r["unknown"] for r in rows if not r["error"]} == {"false"}
     by_file = {}
     for row in rows:
         by_file.setdefault(os.path.basename(row["file"]), []).append(row)
@@ -117,6 +119,26 @@ def test_csv_with_details_and_globs(model_dir, folder):
     assert by_file["missing.png"][0]["error"] == "no such file or directory"
     assert "truncated JPEG" in by_file["cut.jpg"][0]["error"]
     assert "returns 5 artists per image" in result.stderr
+
+
+def test_min_confidence_says_unknown_artist_in_every_format(model_dir, folder, tmp_path):
+    files = [str(folder / name) for name in GOOD[:2]]
+    args = [f"--model_dir={model_dir}", "--top_k=2"]
+    # The untrained tiny model is never 99% sure and always at least 1% sure.
+    records = [json.loads(line) for line in predict(
+        *args, "--format=json", "--min_confidence=0.99", *files).stdout.splitlines()]
+    assert [r["unknown"] for r in records] == [True, True]
+    assert all(not r["unknown"] for r in map(json.loads, predict(
+        *args, "--format=json", "--min_confidence=0.01", *files).stdout.splitlines()))
+    table = predict(*args, "--min_confidence=0.99", f"--html={tmp_path / 'page.html'}", *files)
+    closest = [r["predictions"][0] for r in records]
+    for best in closest:
+        line = f"unknown artist (closest: {best['artist']}, {best['probability']:.1%})"
+        assert f"  {line}" in table.stdout
+        assert line in (tmp_path / "page.html").read_text(encoding="utf-8")
+    csv_rows = list(csv.DictReader(io.StringIO(predict(
+        *args, "--format=csv", "--min_confidence=0.99", *files).stdout)))
+    assert [r["unknown"] for r in csv_rows] == ["true"] * 4
 
 
 def test_table_with_details(model_dir, folder):

@@ -49,7 +49,7 @@ def test_signatures_shapes_and_dtypes(loaded, serve):
         assert (name, spec.dtype, spec.shape.as_list()) == ("pixels", dtype, [None, None, None, 3])
     expected = {"probabilities": (tf.float32, [None, 6]), "top_k_ids": (tf.int32, [None, 5]),
                 "top_k_artists": (tf.string, [None, 5]),
-                "top_k_probabilities": (tf.float32, [None, 5])}
+                "top_k_probabilities": (tf.float32, [None, 5]), "unknown": (tf.bool, [None])}
     for signature in ("serving_default", "serve_pixels", "serve_float_pixels"):
         outputs = loaded.signatures[signature].structured_outputs
         assert {k: (v.dtype, v.shape.as_list()) for k, v in outputs.items()} == expected
@@ -330,3 +330,24 @@ def test_serving_bench_runs_and_ends_with_its_json_line(saved_model_dir, tmp_pat
     assert list(figures) == ["p50_ms", "p95_ms", "bytes_images_per_s", "tensor_images_per_s",
                              "ratio"]
     assert all(value > 0 for value in figures.values())
+
+
+def test_temperature_and_abstention_rule_are_applied_and_stated(tmp_path):
+    model = create_tiny_model()
+    path = export.export_model(model, str(tmp_path / "calibrated"), artist_names=ARTISTS,
+                               image_size=IMAGE_SIZE, temperature=2.0, min_confidence=0.3,
+                               abstention={"target_precision": 0.9})
+    loaded = tf.saved_model.load(path)
+    pixels = np.stack([picture(i, IMAGE_SIZE, IMAGE_SIZE) for i in range(8)])
+    logits = model(pixels.astype(np.float32) / 255.0, training=False)
+    expected = tf.nn.softmax(logits / 2.0).numpy()
+    for name in ("serve_pixels", "panel"):
+        inputs = ({"pixels": tf.constant(pixels)} if name == "serve_pixels" else
+                  {"images": tf.constant([encode(p, "PNG") for p in pixels])})
+        out = call(loaded.signatures[name], **inputs)
+        np.testing.assert_allclose(out["probabilities"], expected, atol=1e-5)
+        np.testing.assert_array_equal(out["unknown"], expected.max(axis=1) < 0.3)
+    document = json.loads(call(loaded.signatures["metadata"])["metadata"])
+    assert document["calibration"]["temperature"] == 2.0
+    assert document["abstention"] == {"min_confidence": 0.3, "target_precision": 0.9,
+                                      "rule": "unknown when the top probability < min_confidence"}

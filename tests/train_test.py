@@ -25,6 +25,7 @@ def test_workdir_holds_everything(trained):
     config, workdir, metrics = trained
     for name in ("config.json", "metrics.csv", "checkpoints/best.weights.h5", "test_metrics.json",
                  "report.json", "report.md", "confusion.png", "mistakes.png", "curves.png",
+                 "reliability.png", "coverage.png",
                  "saved_model/saved_model.pb"):
         assert os.path.exists(os.path.join(workdir, name)), name
     assert os.listdir(os.path.join(workdir, "tensorboard"))
@@ -64,17 +65,47 @@ def test_config_json_of_the_flat_format_still_loads(trained, tmp_path):
     assert "\n" not in str(error.value)
 
 
+def stored_temperature(workdir: str) -> float:
+    with open(os.path.join(workdir, "saved_model", "assets.extra", "metadata.json")) as f:
+        return json.load(f)["calibration"]["temperature"]
+
+
 def test_test_split_probabilities_are_the_served_ones(trained, tiny_builder):
     # Evaluation batches the split through the pipeline; a server decodes the same files.
     config, workdir, _ = trained
     _, model = train_lib.load_run(workdir)
-    labels, evaluated = evaluation.predict_split(tiny_builder, "test", config.data,
-                                                 evaluation.keras_predict_fn(model))
+    temperature = stored_temperature(workdir)
+    labels, evaluated = evaluation.predict_split(
+        tiny_builder, "test", config.data, evaluation.keras_predict_fn(model, temperature))
     serve = tf.saved_model.load(os.path.join(workdir, "saved_model")).signatures["serving_default"]
     served = serve(images=tf.constant(pipeline.encoded_images(tiny_builder, "test")))
     np.testing.assert_allclose(served["probabilities"].numpy(), evaluated, atol=1e-6)
     stored = [int(f["label"]) for f in tiny_builder.as_dataset(split="test")]
     assert labels.tolist() == stored
+
+
+def test_served_answers_are_calibrated_and_say_unknown_below_the_rule(trained, tiny_builder):
+    config, workdir, metrics = trained
+    with open(os.path.join(workdir, "saved_model", "assets.extra", "metadata.json")) as f:
+        document = json.load(f)
+    rule = document["abstention"]
+    assert rule["target_precision"] == config.export.target_precision == 0.9
+    assert rule["fitted_on"]["split"] == "validation" and rule["fitted_on"]["examples"] == 12
+    served = tf.saved_model.load(os.path.join(workdir, "saved_model")).signatures[
+        "serving_default"](images=tf.constant(pipeline.encoded_images(tiny_builder, "test")))
+    np.testing.assert_array_equal(served["unknown"].numpy(),
+                                  served["top_k_probabilities"][:, 0].numpy()
+                                  < rule["min_confidence"])
+    with open(os.path.join(workdir, "report.json")) as f:
+        report = json.load(f)
+    calibration = report["calibration"]
+    assert calibration["temperature"] == document["calibration"]["temperature"] > 0
+    assert 0 <= calibration["ece"] <= 1 and calibration["bins"] == 15
+    assert metrics["test_ece"] == calibration["ece"]
+    assert report["abstention"]["unknown_fraction"] == pytest.approx(
+        served["unknown"].numpy().mean())
+    with open(os.path.join(workdir, "report.md")) as f:
+        assert f"calibration error (15 bins) {calibration['ece_before']:.3f} before" in f.read()
 
 
 def test_load_run_restores_the_exported_model(trained):
@@ -85,7 +116,8 @@ def test_load_run_restores_the_exported_model(trained):
     served = tf.saved_model.load(os.path.join(workdir, "saved_model")).signatures["serve_pixels"]
     expected = served(pixels=tf.constant(pixels))["probabilities"].numpy()
     logits = model(pixels.astype(np.float32) / 255.0, training=False)
-    np.testing.assert_allclose(tf.nn.softmax(logits).numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(tf.nn.softmax(logits / stored_temperature(workdir)).numpy(),
+                               expected, atol=1e-5)
 
 
 def test_saved_model_serves_jpeg_bytes_in_a_fresh_process(trained, tiny_builder, tmp_path):

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from serving import export
+from trainer import calibration
 
 TOP_K = export.DEFAULT_TOP_K
 
@@ -50,6 +51,44 @@ def compute_metrics(labels: np.ndarray, probabilities: np.ndarray, names: list[s
     }
 
 
+def confidence_metrics(labels: np.ndarray, probabilities: np.ndarray, *, temperature: float,
+                       min_confidence: float) -> dict:
+    """`calibration` (ECE and NLL before and after the temperature) and `abstention` (what
+    the stored rule keeps and how often it is right) on this split."""
+    labels = np.asarray(labels)
+    before = calibration.uncalibrated(probabilities, temperature)
+    kept = probabilities.max(axis=1) >= min_confidence
+    right = probabilities.argmax(axis=1) == labels
+    return {
+        "calibration": {
+            "temperature": temperature, "bins": calibration.ECE_BINS,
+            "ece_before": calibration.expected_calibration_error(before, labels),
+            "ece": calibration.expected_calibration_error(probabilities, labels),
+            "nll_before": calibration.negative_log_likelihood(before, labels),
+            "nll": calibration.negative_log_likelihood(probabilities, labels),
+        },
+        "abstention": {
+            "min_confidence": min_confidence,
+            "coverage": float(kept.mean()),
+            "accuracy_answered": float(right[kept].mean()) if kept.any() else None,
+            "unknown_fraction": float(1 - kept.mean()),
+        },
+    }
+
+
+def confidence_lines(metrics: dict) -> list[str]:
+    """report.md's lines on calibration and the "unknown artist" rule."""
+    c, a = metrics["calibration"], metrics["abstention"]
+    answered = "-" if a["accuracy_answered"] is None else f"{a['accuracy_answered']:.1%}"
+    return ["", f"Confidence: temperature {c['temperature']:.3f} (fitted on the validation split); "
+            f"expected calibration error ({c['bins']} bins) {c['ece_before']:.3f} before, "
+            f"{c['ece']:.3f} after; NLL {c['nll_before']:.3f} before, {c['nll']:.3f} after "
+            "(reliability.png).", "",
+            f"\"Unknown artist\" below a top probability of {a['min_confidence']:.3f}: "
+            f"{a['coverage']:.1%} of paintings answered, {answered} of them right; "
+            f"{a['unknown_fraction']:.1%} unknown (coverage.png)."]
+
+
 def neighbour_lines(metrics: dict) -> list[str]:
     """report.md's lines on the nearest-neighbour second opinion, beside the classifier."""
     neighbours = metrics.get("nearest_neighbours")
@@ -74,6 +113,7 @@ def write_markdown(metrics: dict, path: str, *, title: str) -> None:
         f"- {top_key.replace('_', ' ')}: {metrics[top_key]:.1%}",
         f"- balanced accuracy: {metrics['balanced_accuracy']:.1%}",
         f"- macro-F1: {metrics['macro_f1']:.3f}",
+        *(confidence_lines(metrics) if "calibration" in metrics else []),
         *neighbour_lines(metrics), "",
         "| artist | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|",
     ]
@@ -148,6 +188,55 @@ def plot_mistakes(
     return len(wrong)
 
 
+def plot_reliability(labels: np.ndarray, probabilities: np.ndarray, temperature: float,
+                     path: str) -> None:
+    """Accuracy against confidence per bin, before and after the temperature."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot([0, 1], [0, 1], color="gray", linestyle="--", linewidth=1, label="perfectly calibrated")
+    for label, probs in (("before", calibration.uncalibrated(probabilities, temperature)),
+                         (f"after (T = {temperature:.2f})", probabilities)):
+        table = calibration.reliability(probs, labels)
+        filled = table["count"] > 0
+        ece = calibration.expected_calibration_error(probs, labels)
+        ax.plot(table["confidence"][filled], table["accuracy"][filled], marker="o",
+                label=f"{label}: ECE {ece:.3f}")
+    ax.set_xlabel("confidence (top probability), 15 equal-width bins")
+    ax.set_ylabel("accuracy in the bin")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title("Reliability diagram")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_coverage(labels: np.ndarray, probabilities: np.ndarray, min_confidence: float,
+                  path: str) -> None:
+    """Accuracy of the answers kept against the share of paintings answered."""
+    plt = _pyplot()
+    _, coverage, accuracy = calibration.accuracy_coverage(probabilities, labels)
+    kept = probabilities.max(axis=1) >= min_confidence
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    ax.plot(coverage, accuracy, label="answer the most confident first")
+    if kept.any():
+        right = (probabilities.argmax(axis=1) == labels)[kept].mean()
+        ax.plot([kept.mean()], [right], marker="o", color="C3", linestyle="none",
+                label=f"stored rule: p >= {min_confidence:.2f}")
+    ax.set_xlabel("coverage (share of paintings answered)")
+    ax.set_ylabel("accuracy of the answers given")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    ax.set_title("Accuracy-coverage: the rest is \"unknown artist\"")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def csv_number(value: str | None) -> float | None:
     """A metrics.csv cell as a number; None when empty or "NA" (Keras' CSVLogger writes
     the val_* columns as "NA" when there is no validation split)."""
@@ -178,11 +267,17 @@ def plot_curves(metrics_csv: str, path: str) -> None:
 def write_report(
     out_dir: str, *, labels: np.ndarray, probabilities: np.ndarray, names: list[str],
     images: list[bytes], title: str, neighbours: dict | None = None,
+    temperature: float = 1.0, min_confidence: float = 0.0,
 ) -> dict:
-    """report.json, report.md, confusion.png and mistakes.png in `out_dir`; `neighbours`
+    """report.json, report.md, confusion.png, mistakes.png, reliability.png and coverage.png
+    in `out_dir`. `probabilities` are calibrated (of logits / `temperature`);
+    `min_confidence` is the "unknown artist" rule; `neighbours`
     (`serving.gallery.neighbour_metrics`) goes in as `nearest_neighbours`."""
     os.makedirs(out_dir, exist_ok=True)
+    labels = np.asarray(labels)
     metrics = compute_metrics(labels, probabilities, names)
+    metrics.update(confidence_metrics(labels, probabilities, temperature=temperature,
+                                      min_confidence=min_confidence))
     if neighbours:
         metrics["nearest_neighbours"] = neighbours
     with open(os.path.join(out_dir, "report.json"), "w", encoding="utf-8") as f:
@@ -190,4 +285,6 @@ def write_report(
     write_markdown(metrics, os.path.join(out_dir, "report.md"), title=title)
     plot_confusion(np.array(metrics["confusion_matrix"]), names, os.path.join(out_dir, "confusion.png"))
     plot_mistakes(images, labels, probabilities, names, os.path.join(out_dir, "mistakes.png"))
+    plot_reliability(labels, probabilities, temperature, os.path.join(out_dir, "reliability.png"))
+    plot_coverage(labels, probabilities, min_confidence, os.path.join(out_dir, "coverage.png"))
     return metrics

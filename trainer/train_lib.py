@@ -235,11 +235,19 @@ def finish(config: TrainConfig, workdir: str, builder, model: keras.Model) -> di
                                     seed=config.run.seed)
         logging.info("gallery: %d training paintings, %.1f MB", len(gallery),
                      gallery.nbytes / 2**20)
+    answer = {"temperature": 1.0, "min_confidence": 0.0}
+    if "validation" in builder.info.splits:
+        answer = evaluation.fit_answer(builder, "validation", evaluation_data(config),
+                                       evaluation.keras_predict_fn(model),
+                                       target_precision=config.export.target_precision)
+        logging.info("calibration: temperature %.3f; 'unknown' below %.3f (validation: %s)",
+                     answer["temperature"], answer["min_confidence"], answer["fitted_on"])
     if "test" in builder.info.splits:
-        test = evaluation.evaluate_split(builder, "test", evaluation_data(config),
-                                         evaluation.keras_predict_fn(model), workdir,
-                                         gallery=gallery,
-                                         embed_fn=gallery_lib.embedding_fn(explainer))
+        test = evaluation.evaluate_split(
+            builder, "test", evaluation_data(config),
+            evaluation.keras_predict_fn(model, answer["temperature"]), workdir,
+            gallery=gallery, embed_fn=gallery_lib.embedding_fn(explainer),
+            temperature=answer["temperature"], min_confidence=answer["min_confidence"])
         metrics.update({
             "test_accuracy": test["accuracy"],
             "test_balanced_accuracy": test["balanced_accuracy"],
@@ -248,6 +256,8 @@ def finish(config: TrainConfig, workdir: str, builder, model: keras.Model) -> di
             **{f"test_{k}": v for k, v in test.items() if k.startswith("top")},
             **{f"test_{k}": v for k, v in test.get("nearest_neighbours", {}).items()
                if k.endswith("accuracy")},
+            **{f"test_{k}": v for k, v in test["calibration"].items() if k != "bins"},
+            **{f"test_{k}": v for k, v in test["abstention"].items()},
         })
     if os.path.exists(metrics_csv):
         report.plot_curves(metrics_csv, os.path.join(workdir, "curves.png"))
@@ -256,7 +266,9 @@ def finish(config: TrainConfig, workdir: str, builder, model: keras.Model) -> di
         model, os.path.join(workdir, SAVED_MODEL), artist_names=artists,
         artist_metadata=features.artist_metadata(builder),
         image_size=config.data.image_size, resize_mode=config.data.resize_mode,
-        top_k=config.export.top_k, gallery=gallery,
+        top_k=config.export.top_k, gallery=gallery, temperature=answer["temperature"],
+        min_confidence=answer["min_confidence"],
+        abstention={k: v for k, v in answer.items() if k not in ("temperature", "min_confidence")},
         metadata={"dataset": builder.info.full_name, "metrics": metrics,
                   "config": config.to_dict()})
     if config.export.export_tflite:

@@ -1,0 +1,63 @@
+"""Temperature scaling, calibration error and the abstention rule, on numbers worked by hand."""
+
+import numpy as np
+import pytest
+
+from trainer import calibration
+
+
+def test_temperature_recovers_the_one_that_made_the_labels():
+    # Labels drawn from softmax(logits / 2.5): the NLL is lowest at T = 2.5.
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 4, (20000, 6))
+    cumulative = calibration.softmax(logits, 2.5).cumsum(axis=1)
+    labels = (rng.random((len(logits), 1)) > cumulative).sum(axis=1)
+    assert calibration.fit_temperature(logits, labels) == pytest.approx(2.5, rel=0.05)
+
+
+def test_uncalibrated_probabilities_come_back_from_calibrated_ones():
+    logits = np.array([[2.0, 0.5, -1.0], [0.0, 3.0, 1.0]])
+    calibrated = calibration.softmax(logits, 1.7)
+    np.testing.assert_allclose(calibration.uncalibrated(calibrated, 1.7),
+                               calibration.softmax(logits), atol=1e-9)
+
+
+def test_ece_and_reliability_bins():
+    # Two bins used of 15: confidence 0.9 (4 answers, 3 right) and 0.5 (2 answers, 2 right).
+    probabilities = np.array([[0.9, 0.1]] * 4 + [[0.5, 0.5]] * 2)
+    labels = np.array([0, 0, 0, 1, 0, 0])
+    table = calibration.reliability(probabilities, labels)
+    assert table["count"][13] == 4 and table["count"][7] == 2 and table["count"].sum() == 6
+    assert table["accuracy"][13] == 0.75 and table["confidence"][13] == pytest.approx(0.9)
+    # |0.75 - 0.9| x 4/6 + |1.0 - 0.5| x 2/6
+    assert calibration.expected_calibration_error(probabilities, labels) == pytest.approx(
+        0.15 * 4 / 6 + 0.5 * 2 / 6)
+    assert calibration.negative_log_likelihood(probabilities, labels) == pytest.approx(
+        -(3 * np.log(0.9) + np.log(0.1) + 2 * np.log(0.5)) / 6)
+
+
+def test_abstention_threshold_keeps_the_most_answers_at_the_precision():
+    # Confidences 0.99 .. 0.80, most confident first; the 12th and 15th answers are wrong.
+    confidence = np.linspace(0.99, 0.80, 20)
+    probabilities = np.stack([confidence, 1 - confidence], axis=1)
+    labels = np.zeros(20, int)
+    labels[[11, 14]] = 1
+    thresholds, coverage, accuracy = calibration.accuracy_coverage(probabilities, labels)
+    assert coverage[-1] == 1 and accuracy[10] == 1 and accuracy[11] == pytest.approx(11 / 12)
+    # 90 %: 20 kept would be 18/20 = 0.9 -> everything is kept.
+    assert calibration.abstention_threshold(probabilities, labels, precision=0.9) == \
+        pytest.approx(0.80)
+    # 95 %: 14 kept is 13/14 = 0.929, 11 kept is 11/11: the lowest threshold keeps 11.
+    assert calibration.abstention_threshold(probabilities, labels, precision=0.95) == \
+        pytest.approx(confidence[10])
+    # Never reached with at least 10 answers kept: answer nothing.
+    labels[:3] = 1
+    assert calibration.abstention_threshold(probabilities, labels, precision=0.99) == 1.0
+
+
+def test_ties_are_kept_or_dropped_together():
+    probabilities = np.array([[0.9, 0.1]] * 10 + [[0.6, 0.4]] * 10)
+    labels = np.array([0] * 10 + [0, 1] * 5)
+    # All of 0.6 or none: keeping them all gives 15/20 = 0.75.
+    assert calibration.abstention_threshold(probabilities, labels, precision=0.75) == 0.6
+    assert calibration.abstention_threshold(probabilities, labels, precision=0.8) == 0.9

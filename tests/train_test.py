@@ -134,6 +134,9 @@ def test_saved_model_serves_jpeg_bytes_in_a_fresh_process(trained, tiny_builder,
                        for m in sys.modules)
         serve = tf.saved_model.load({os.path.join(workdir, 'saved_model')!r}).signatures['serving_default']
         blobs = [open(p, 'rb').read() for p in sys.argv[1:]]
+        loaded = tf.saved_model.load({os.path.join(workdir, 'saved_model')!r})
+        panel = loaded.signatures['panel'](images=tf.constant(blobs))
+        assert panel['heatmaps'].shape[0] == panel['similar_thumbnails_bytes'].shape[0] == 2
         out = serve(images=tf.constant(blobs))
         print(json.dumps({{k: v.numpy().tolist() if v.dtype != tf.string else
                          [[s.decode() for s in row] for row in v.numpy()] for k, v in out.items()}}))

@@ -6,8 +6,9 @@
     python predict.py --model_dir=WORKDIR/saved_model --info
 
 Needs only the SavedModel: no training code, no dataset (tensorflow, numpy,
-Pillow and absl, plus this project's `serving.panel` for --html; tqdm for the
-progress bar when it is installed). A file the model refuses is reported by
+Pillow and absl, plus this project's `serving.errors`, and `serving.panel` for
+--html, neither of which imports TensorFlow; tqdm for the progress bar when
+it is installed). A file the model refuses is reported by
 name on stderr; the others are still classified, and the exit status is 1 if
 any failed.
 
@@ -26,6 +27,8 @@ import re
 import sys
 
 from absl import app, flags
+
+from serving import errors
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "Exported SavedModel directory (WORKDIR/saved_model).")
@@ -97,18 +100,7 @@ def load_metadata(loaded, model_dir: str) -> dict:
 
 def error_message(error: Exception) -> str:
     """The line of a TensorFlow error that names the problem, without "images[i]: "."""
-    text = getattr(error, "message", str(error))
-    found = re.search(r"assertion failed: \[(.*)\]", text)
-    if found:
-        line = found.group(1)
-    else:  # A decoder's own error: skip TensorFlow's framing lines.
-        lines = [line.strip() for line in text.splitlines()]
-        lines = [line for line in lines if line and not line.startswith(
-            ("Graph execution error", "Detected at node", "<stack traces", "[[", "{{node"))]
-        line = lines[0] if lines else text.strip()
-    line = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", line)
-    line = re.sub(r"\s*\[Op:[^\]]*\]$", "", line)
-    return re.sub(r"^images\[\d+\]:\s*", "", line)
+    return errors.without_index(errors.error_message(error))
 
 
 def classify(signature, paths: list[str]) -> list[tuple[str, dict | str]]:

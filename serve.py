@@ -48,6 +48,7 @@ from absl import app, flags, logging
 from starlette import applications, exceptions, requests, responses, routing
 
 from serving import panel
+from serving.errors import error_message, without_index
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "Exported SavedModel directory (WORKDIR/saved_model).")
@@ -75,8 +76,6 @@ TARGET = re.compile(r"(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(
 # What a JSON value was, by the kind of the numpy array it made.
 JSON_KINDS = {"b": "true/false", "i": "integer", "u": "integer", "f": "non-integer",
               "U": "string"}
-# Lines of a TensorFlow error message that frame the op's own text.
-ERROR_FRAMING = ("Graph execution error", "Detected at node", "<stack traces", "[[", "{{node")
 
 Arrays = dict[str, np.ndarray]
 
@@ -87,24 +86,6 @@ class RequestError(Exception):
     def __init__(self, message: str, status: int = 400):
         super().__init__(message)
         self.message, self.status = message, status
-
-
-def error_message(error: Exception) -> str:
-    """A TensorFlow error as one line: the op's own text, "images[i]: " prefix kept.
-
-    TensorFlow Serving answers with the op's message; this drops the graph
-    framing around it ("Graph execution error", node names, "[Op:...]").
-    """
-    text = getattr(error, "message", None) or str(error)
-    found = re.search(r"assertion failed: \[(.*)\]", text)
-    if found:
-        line = found.group(1)
-    else:
-        lines = [line.strip() for line in text.splitlines()]
-        lines = [line for line in lines if line and not line.startswith(ERROR_FRAMING)]
-        line = lines[0] if lines else text.strip()
-    line = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", line)
-    return re.sub(r"\s*\[Op:[^\]]*\]$", "", line)
 
 
 def http_status(error: Exception) -> int:
@@ -563,7 +544,7 @@ async def panel_endpoint(request: requests.Request) -> responses.Response:
     except Exception as e:  # noqa: BLE001  Any failure is shown in this file's panel.
         status = e.status if isinstance(e, RequestError) else http_status(e)
         message = e.message if isinstance(e, RequestError) else error_message(e)
-        message = re.sub(r"^images\[0\]:\s*", "", message)
+        message = without_index(message)
         return json_response({"error": message, "html": panel.error_html(name, message)}, status)
     row = {key: value[0] for key, value in outputs.items()}
     html = await asyncio.to_thread(panel.panel_html, name, body, row, request.app.state.document)

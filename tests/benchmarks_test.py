@@ -84,3 +84,45 @@ def test_app_bench(tiny_saved_model, tmp_path):
     assert [t["limit"] for t in figures["targets"]] == [3.0]  # No batch 32 measured.
     assert set(figures["signature_costs"]) == {"serving_default", "explain", "similar", "panel"}
     assert figures["signature_costs"]["explain"]["ms_per_image"] > 0
+
+
+def test_open_set(tmp_path):
+    from PIL import Image
+
+    from tests.conftest import picture
+
+    # 16, 19, 22, 25 paintings: the held-out artist's count says which folder was scored.
+    counts = {f"Artist_{a}": 16 + 3 * a for a in range(4)}
+    for a, (artist, count) in enumerate(counts.items()):
+        folder = tmp_path / "source" / artist
+        folder.mkdir(parents=True)
+        for i in range(count):
+            Image.fromarray(picture(100 * a + i, 64, 80)).save(folder / f"{i}.jpg")
+    out = tmp_path / "open_set.json"
+    figures = last_json("open_set.py", f"--source_dir={tmp_path / 'source'}",
+                        f"--workdir={tmp_path / 'work'}", "--held_out=1", f"--json_out={out}",
+                        "--set=model=seed_cnn,image_size=32,batch_size=8,epochs=1,"
+                        "warmup_epochs=0,gallery_per_artist=0")
+    assert json.loads(out.read_text()) == figures
+    assert sorted(os.listdir(tmp_path / "work" / "source")) == sorted(
+        set(counts) - set(figures["held_out"]))
+    [held_out] = figures["held_out"]
+    paintings = figures["paintings"]
+    # Every painting scored once: all of the held-out folder, the known folders' by split.
+    assert paintings["held_out"] == counts[held_out] and paintings["refused"] == []
+    known = sum(counts.values()) - counts[held_out]
+    assert paintings["train"] + paintings["validation"] + paintings["test"] == known
+    assert figures["known_artists"] == 3 and figures["run"]["epochs"] == 1
+    assert set(figures["scores"]) == {"msp", "class_mean", "knn"}
+    fractions = [figures["known_accuracy"], figures["rule"]["unknown_rejected"],
+                 figures["rule"]["known_rejected"]]
+    for score in figures["scores"].values():
+        fractions += [score["auroc"]] + [score[point][share]
+                                         for point in ("matched_rule", "at_known_reject")
+                                         for share in ("unknown_rejected", "known_rejected")]
+    [artist] = figures["per_held_out_artist"].values()
+    assert list(figures["per_held_out_artist"]) == [held_out]
+    assert artist["paintings"] == counts[held_out] and artist["taken_for"] not in counts
+    fractions += [*artist["auroc"].values(), artist["rule_rejected"], artist["taken_for_share"]]
+    assert all(0 <= value <= 1 for value in fractions)
+    assert figures["targets"]["auroc"]["score"] in figures["scores"]

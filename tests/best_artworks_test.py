@@ -5,12 +5,16 @@ import json
 import pathlib
 import unicodedata
 
+from apache_beam.options import pipeline_options
+from apache_beam.runners.direct import direct_runner
+from apache_beam.runners.portability import prism_runner
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 import numpy as np
 from PIL import Image
 import pytest
 import tensorflow_datasets as tfds
 
+from artist_tfds.best_artworks import beam_steps
 from artist_tfds.best_artworks import best_artworks_dataset_builder as builder_lib
 from artist_tfds.best_artworks import catalog
 from artist_tfds.best_artworks import layout
@@ -296,6 +300,71 @@ def test_beam_build_equals_default_build(dummy, tmp_path):
     assert _examples(beam_builder) == dummy["examples"]
     beam_report = {k: v for k, v in _report(beam_builder).items() if k != "manual_dir"}
     assert beam_report == {k: v for k, v in dummy["report"].items() if k != "manual_dir"}
+
+
+@pytest.fixture
+def runs(monkeypatch):
+    """Every Beam runner that runs a pipeline, with its workers; Prism and DirectRunner refuse."""
+    used = []
+    run_pipeline = fn_runner.FnApiRunner.run_pipeline
+
+    def record(self, pipeline, options):
+        result = run_pipeline(self, pipeline, options)
+        # Set by run_pipeline from direct_running_mode and direct_num_workers.
+        used.append((type(self).__name__, type(self._default_environment).__name__,
+                     self._num_workers))
+        return result
+
+    def refuse(self, pipeline, options):
+        used.append(type(self).__name__)
+        raise AssertionError(f"{type(self).__name__} ran: the runner is not pinned")
+
+    monkeypatch.setattr(fn_runner.FnApiRunner, "run_pipeline", record)
+    monkeypatch.setattr(direct_runner.SwitchingDirectRunner, "run_pipeline", refuse)
+    monkeypatch.setattr(prism_runner.PrismRunner, "run_pipeline", refuse)
+    return used
+
+
+def test_two_process_beam_build_is_pinned_and_equals_default_build(dummy, tmp_path, runs):
+    # What `tfds build --beam_pipeline_options=direct_running_mode=...` passes: no runner.
+    options = pipeline_options.PipelineOptions(
+        ["--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+    beam_builder = _build(DUMMY_DATA, tmp_path, beam_options=options)
+    # One pipeline, on two worker processes, never DirectRunner's Prism attempt.
+    assert runs == [("FnApiRunner", "SubprocessSDKEnvironment", 2)]
+    found = _examples(beam_builder)
+    assert {s: sorted(by_key) for s, by_key in found.items()} == {
+        s: sorted(by_key) for s, by_key in dummy["examples"].items()}
+    assert found == dummy["examples"]  # Labels, metadata and the stored JPEG bytes too.
+
+
+@pytest.mark.parametrize("flags, pinned", [
+    ([], True),
+    (["--runner=DirectRunner"], True),
+    (["--runner=direct"], True),
+    (["--runner=FnApiRunner"], True),
+    (["--runner=PrismRunner"], False),
+    (["--runner=DataflowRunner", "--project=p"], False),
+    (["--runner=FlinkRunner"], False),
+])
+def test_pin_runner_replaces_only_the_local_runner(flags, pinned):
+    options = pipeline_options.PipelineOptions(
+        [*flags, "--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+    config = beam_steps.pin_runner(tfds.download.DownloadConfig(beam_options=options))
+    assert isinstance(config.beam_runner, fn_runner.FnApiRunner) == pinned
+    assert config.beam_options is options
+    if pinned:  # Its workers get the options (the pickler...), as under DirectRunner.
+        encoded = config.beam_runner._provision_info.provision_info.pipeline_options
+        workers = pipeline_options.PipelineOptions.from_runner_api(encoded)
+        direct = workers.view_as(pipeline_options.DirectOptions)
+        assert direct.direct_running_mode == "multi_processing"
+
+
+def test_pin_runner_replaces_a_direct_runner_object_and_keeps_others():
+    direct = tfds.download.DownloadConfig(beam_runner=direct_runner.DirectRunner())
+    assert isinstance(beam_steps.pin_runner(direct).beam_runner, fn_runner.FnApiRunner)
+    own = tfds.download.DownloadConfig(beam_runner=fn_runner.FnApiRunner())
+    assert beam_steps.pin_runner(own) is own
 
 
 def test_interrupted_build_leaves_nothing_that_loads_and_rerun_finishes(tmp_path, monkeypatch):

@@ -5,13 +5,66 @@ same manual_dir gives the same examples in the same splits.
 """
 
 from collections.abc import Iterator
+import dataclasses
 
+from absl import logging
 import apache_beam as beam
+from apache_beam.options import pipeline_options
+from apache_beam.portability.api import beam_provision_api_pb2
+from apache_beam.runners.direct import direct_runner
+from apache_beam.runners.portability import portable_runner
+from apache_beam.runners.portability.fn_api_runner import fn_runner
+import tensorflow_datasets as tfds
 
 from artist_tfds.best_artworks import catalog as catalog_lib
 from artist_tfds.best_artworks import images
 from artist_tfds.best_artworks import plan as plan_lib
 from artist_tfds.best_artworks import report
+
+# Beam's local runners, by any spelling `--runner` accepts. Since Beam 2.68
+# DirectRunner (also the default) first tries Prism, a Go binary it downloads
+# from GitHub on first use, so these names get the Python runner instead; the
+# FnApiRunner named as such gets it too, so that its workers see the options.
+_LOCAL_RUNNER_NAMES = frozenset(
+    {"direct", "directrunner", "switchingdirectrunner", "fnapi", "fnapirunner"})
+
+
+def _asks_for_local_runner(runner) -> bool:
+    if runner is None:
+        return True
+    if isinstance(runner, str):
+        return runner.rsplit(".", 1)[-1].lower() in _LOCAL_RUNNER_NAMES
+    return isinstance(runner, direct_runner.SwitchingDirectRunner)
+
+
+def python_runner(options: pipeline_options.PipelineOptions) -> fn_runner.FnApiRunner:
+    """The FnApiRunner exactly as DirectRunner builds it once Prism is skipped.
+
+    It honours direct_running_mode and direct_num_workers, and its workers get
+    the pipeline options (pickler, experiments) through the provision info.
+    """
+    encoded = portable_runner.JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
+        beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
+
+
+def pin_runner(config: tfds.download.DownloadConfig) -> tfds.download.DownloadConfig:
+    """`config` with the direct runner (or no runner) replaced by `python_runner`.
+
+    A build on one machine then never depends on a download. Any other runner
+    named (Dataflow, Spark, Flink, Portable, Prism itself) is left as it is.
+    """
+    options = config.beam_options or pipeline_options.PipelineOptions([])
+    runner = config.beam_runner
+    if runner is None:
+        runner = options.view_as(pipeline_options.StandardOptions).runner
+    if not _asks_for_local_runner(runner):
+        return config
+    if runner is not None and not isinstance(runner, str):
+        runner = type(runner).__name__
+    logging.info("Beam runner: FnApiRunner, Python, never Prism (asked for: %s)",
+                 runner or "no runner, DirectRunner by default")
+    return dataclasses.replace(config, beam_runner=python_runner(options), beam_options=options)
 
 
 def _normalise(candidate: catalog_lib.Candidate, stored: images.StoredSize):

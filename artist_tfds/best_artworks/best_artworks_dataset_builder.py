@@ -112,6 +112,9 @@ build_report.json next to the built dataset.
         # Beam only when asked for: the default build uses a process pool.
         self._use_beam = (download_config.beam_runner is not None
                           or download_config.beam_options is not None)
+        if self._use_beam:
+            from artist_tfds.best_artworks import beam_steps  # pylint: disable=g-import-not-at-top
+            download_config = beam_steps.pin_runner(download_config)
         leftovers.warn(self.data_dir)  # Folders of killed builds: named, not deleted.
         with leftovers.work_dir(prefix="best_artworks_") as work_dir:
             self._work_dir = work_dir

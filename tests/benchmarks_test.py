@@ -126,3 +126,30 @@ def test_open_set(tmp_path):
     fractions += [*artist["auroc"].values(), artist["rule_rejected"], artist["taken_for_share"]]
     assert all(0 <= value <= 1 for value in fractions)
     assert figures["targets"]["auroc"]["score"] in figures["scores"]
+
+
+def test_scale_bench(tmp_path):
+    from PIL import Image
+
+    from tests.conftest import picture
+
+    for a in range(3):
+        folder = tmp_path / "source" / f"Artist_{a}"
+        folder.mkdir(parents=True)
+        for i in range(8):
+            Image.fromarray(picture(10 * a + i, 96, 128)).save(folder / f"{i}.jpg")
+    figures = last_json("scale_bench.py", f"--source_dir={tmp_path / 'source'}",
+                        f"--workdir={tmp_path / 'work'}", "--sizes=30,60", "--repeats=1",
+                        "--image_size=32", "--batch_size=8")
+    assert figures["sizes"] == [30, 60]
+    for size in (30, 60):
+        stages = figures["results"][str(size)]
+        # Every crop made, stored and inferred; the epoch reads the training split only.
+        assert stages["paintings"] == stages["build"]["images"] == stages["infer"]["images"] == size
+        assert 0 < stages["epoch"]["images"] < size
+        for stage in ("build", "epoch", "infer"):
+            assert 0 < stages[stage]["seconds"] <= stages[stage]["process_seconds"]
+            assert stages[stage]["peak_rss_mb"] > 100  # TensorFlow alone takes more.
+    assert set(figures["fits"]) == {"build", "epoch", "infer"}
+    assert all(fit["r2"] == 1.0 for fit in figures["fits"].values())  # Two points: a line.
+    assert os.path.exists(figures["plot"])

@@ -61,3 +61,20 @@ def test_ties_are_kept_or_dropped_together():
     # All of 0.6 or none: keeping them all gives 15/20 = 0.75.
     assert calibration.abstention_threshold(probabilities, labels, precision=0.75) == 0.6
     assert calibration.abstention_threshold(probabilities, labels, precision=0.8) == 0.9
+
+
+def test_temperature_lowers_the_ece_of_an_over_confident_model():
+    # True probabilities softmax(z); the model reports softmax(3 z): far too sure.
+    rng = np.random.default_rng(1)
+    true_logits = rng.normal(0, 1.5, (6000, 5))
+    cumulative = calibration.softmax(true_logits).cumsum(axis=1)
+    labels = (rng.random((len(true_logits), 1)) > cumulative).sum(axis=1)
+    reported = 3 * true_logits
+    validation, test = slice(0, 3000), slice(3000, None)
+    temperature = calibration.fit_temperature(reported[validation], labels[validation])
+    assert temperature == pytest.approx(3.0, rel=0.1)
+    before = calibration.expected_calibration_error(calibration.softmax(reported[test]),
+                                                    labels[test])
+    after = calibration.expected_calibration_error(
+        calibration.softmax(reported[test], temperature), labels[test])
+    assert before > 0.2 and after < 0.05

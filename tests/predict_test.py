@@ -161,3 +161,63 @@ def test_info(model_dir):
         assert text in result.stdout, result.stdout
     as_json = json.loads(predict(f"--model_dir={model_dir}", "--info", "--format=json").stdout)
     assert as_json["metrics"] == METRICS and as_json["image_size"] == 32
+
+
+@pytest.fixture(scope="module")
+def old_saved_model(tmp_path_factory) -> str:
+    """A SavedModel as exported before `unknown`, `panel` and the other new signatures:
+    serving_default's four outputs and metadata only."""
+    import json as json_lib
+
+    import keras
+    import tensorflow as tf
+
+    from pipeline import ops
+    from serving import export
+    from tests.conftest import IMAGE_SIZE, create_tiny_model
+
+    model = create_tiny_model()
+    artists = tf.constant(ARTISTS)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+    def serve(images):
+        pixels = export.decode_batch(images, image_size=IMAGE_SIZE, resize_mode="stretch")
+        probabilities = tf.nn.softmax(model(ops.rescale(pixels), training=False))
+        top = tf.math.top_k(probabilities, k=5)
+        return {"probabilities": probabilities, "top_k_ids": top.indices,
+                "top_k_artists": tf.gather(artists, top.indices),
+                "top_k_probabilities": top.values}
+
+    document = tf.constant(json_lib.dumps({"artists": [{"id": i, "name": name}
+                                                       for i, name in enumerate(ARTISTS)]}))
+
+    @tf.function(input_signature=[])
+    def metadata():
+        return {"metadata": document, "artists": artists}
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(name="serving_default", fn=serve)
+    archive.add_endpoint(name="metadata", fn=metadata)
+    path = str(tmp_path_factory.mktemp("old") / "saved_model")
+    archive.write_out(path, verbose=False)
+    return path
+
+
+def test_a_model_exported_before_the_new_outputs_still_predicts(old_saved_model, folder,
+                                                                  tmp_path):
+    files = [str(folder / name) for name in GOOD[:2]]
+    result = predict(f"--model_dir={old_saved_model}", "--format=json",
+                     f"--html={tmp_path / 'page.html'}", *files)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["unknown"] for r in records] == [False, False]  # No rule stored: never.
+    page = (tmp_path / "page.html").read_text(encoding="utf-8")
+    # Bars and the card from serving_default and metadata; no heatmap or similar paintings.
+    assert page.count('<section class="panel">') == 2 and page.count('class="bar"') == 10
+    assert 'class="heatmap"' not in page and "Similar training paintings" not in page
+    # --min_confidence works on any model.
+    records = [json.loads(line) for line in predict(
+        f"--model_dir={old_saved_model}", "--format=json", "--min_confidence=0.99",
+        *files).stdout.splitlines()]
+    assert [r["unknown"] for r in records] == [True, True]

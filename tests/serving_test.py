@@ -351,3 +351,46 @@ def test_temperature_and_abstention_rule_are_applied_and_stated(tmp_path):
     assert document["calibration"]["temperature"] == 2.0
     assert document["abstention"] == {"min_confidence": 0.3, "target_precision": 0.9,
                                       "rule": "unknown when the top probability < min_confidence"}
+
+
+def colour_model() -> "keras.Model":
+    """Logit k = 20 x (mean of channel k - 0.5): a pure red, green or blue painting is its
+    artist's beyond doubt; a grey one is anyone's (1/3 each)."""
+    import keras
+
+    inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3))
+    maps = keras.layers.Conv2D(3, 1, name="identity")(inputs)
+    logits = keras.layers.Dense(3, name="logits")(keras.layers.GlobalAveragePooling2D()(maps))
+    model = keras.Model(inputs, logits)
+    model.get_layer("identity").set_weights([np.eye(3, dtype=np.float32)[None, None],
+                                             np.zeros(3, np.float32)])
+    model.get_layer("logits").set_weights([20 * np.eye(3, dtype=np.float32),
+                                           np.full(3, -10, np.float32)])
+    return model
+
+
+def test_the_rule_rejects_out_of_distribution_and_keeps_confident_answers(tmp_path):
+    from trainer import calibration
+
+    model = colour_model()
+    rng = np.random.default_rng(0)
+
+    def paintings(colours):
+        return np.stack([np.broadcast_to(c, (IMAGE_SIZE, IMAGE_SIZE, 3)) for c in colours])
+
+    # Validation: pure colours (right) and muddy ones labelled at random (right a third
+    # of the time): 90 % precision needs the rule to drop the muddy ones.
+    pure = np.eye(3)[rng.integers(0, 3, 30)]
+    muddy = rng.uniform(0.4, 0.6, (30, 3))
+    images = paintings(np.concatenate([pure, muddy])).astype(np.float32)
+    labels = np.concatenate([pure.argmax(axis=1), rng.integers(0, 3, 30)])
+    probabilities = tf.nn.softmax(model(images)).numpy()
+    threshold = calibration.abstention_threshold(probabilities, labels, precision=0.9)
+    assert 0.34 < threshold < 0.999
+    path = export.export_model(model, str(tmp_path / "colours"), artist_names=ARTISTS[:3],
+                               image_size=IMAGE_SIZE, min_confidence=threshold)
+    serve = tf.saved_model.load(path).signatures["serve_pixels"]
+    in_distribution = paintings(np.eye(3) * 255).astype(np.uint8)
+    out_of_distribution = paintings(np.full((3, 3), 128)).astype(np.uint8)
+    assert call(serve, pixels=tf.constant(in_distribution))["unknown"].tolist() == [False] * 3
+    assert call(serve, pixels=tf.constant(out_of_distribution))["unknown"].tolist() == [True] * 3

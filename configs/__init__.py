@@ -8,7 +8,7 @@ import importlib
 
 from trainer import config as config_lib
 
-RECIPES = ("default", "original")
+RECIPES = ("default", "original", "finetune")
 
 
 def recipe_values(name: str) -> dict:

@@ -200,3 +200,25 @@ def test_train_cli_bad_input_is_one_line_error(flags, message, tmp_path):
     assert result.returncode != 0
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_weights_transfer_from_a_run_on_another_collection(trained, skewed_builder, tmp_path):
+    # Pretrained: the tiny run (6 artists, 32 px). Fine-tuned: the skewed set (3 artists).
+    config, workdir, _ = trained
+    _, pretrained = train_lib.load_run(workdir)
+    checkpoint = os.path.join(workdir, "checkpoints", "best.weights.h5")
+    target = config.replace(dataset="skewed_paintings",
+                            data_dir=str(skewed_builder.data_dir_root), weights=checkpoint,
+                            epochs=1, warmup_epochs=0)
+    model = train_lib.build_model(target, 3)
+    for before, after in zip(pretrained.layers[:-1], model.layers[:-1]):
+        for a, b in zip(before.get_weights(), after.get_weights()):
+            np.testing.assert_array_equal(a, b)  # Every layer but the classifier...
+    assert model.layers[-1].get_weights()[0].shape[-1] == 3  # ...which is new.
+    trained_model = train_lib.train(target, str(tmp_path / "transfer"), skewed_builder)
+    assert trained_model.output_shape == (None, 3)
+    # Weights of another network: one line saying so, before any training.
+    other = target.replace(model="resnet_small")
+    with pytest.raises(config_lib.ConfigError, match="could not load --weights=.* into "
+                       "resnet_small: .* is not a resnet_small at this image size"):
+        train_lib.build_model(other, 3)

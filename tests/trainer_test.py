@@ -59,7 +59,8 @@ def test_flags_are_generated_from_the_declarations():
     assert values["model"].parser.enum_values == list(models.MODELS)
     assert values["balance"].parser.enum_values == list(pipeline.balance.MODES)
     assert values["augment_on"].parser.enum_values == ["host", "device"]
-    assert "[model; default=resnet_small, original=seed_cnn]" in values["model"].help
+    assert ("[model; default=resnet_small, original=seed_cnn, finetune=backbone]"
+            in values["model"].help)
     values(["train.py", "--image_size=64", "--noaugment", "--optimizer=sgd"])
     given = config_lib.given_flags(values)
     assert given == {"image_size": 64, "augment": False, "optimizer": "sgd"}
@@ -439,8 +440,12 @@ def test_backbone_is_frozen_then_fine_tuned(tiny_data_dir, tiny_builder, tmp_pat
     log = {}
     probe(lambda model, epoch: log.setdefault(epoch, [
         w.copy() for w in model.get_layer(models.BACKBONE_LAYER).get_weights()]))
-    config = tiny_config(tiny_data_dir, model="backbone", backbone="mobilenetv3small",
-                         weights=weights, freeze_epochs=1, epochs=2, warmup_epochs=0)
+    # The finetune recipe as a user without internet runs it: a local weights file.
+    config = configs.resolve("finetune", {
+        "dataset": TINY, "data_dir": tiny_data_dir, "image_size": 32, "batch_size": 8,
+        "backbone": "mobilenetv3small", "weights": weights, "freeze_epochs": 1, "epochs": 2,
+        "warmup_epochs": 0})
+    assert config.data.balance == "class_weight" and config.model.name == "backbone"
     train_lib.train(config, str(tmp_path / "run"), tiny_builder)
     for start, loaded in zip(log[None], base.get_weights()):
         np.testing.assert_array_equal(start, loaded)  # Started from the weights file.

@@ -128,17 +128,19 @@ class ModelConfig(settings.Section):
                         "see --backbone).", choices=tuple(MODELS), flag="model")
     backbone: str = setting("efficientnetv2b0", "keras.applications backbone for --model=backbone.",
                             choices=tuple(BACKBONES))
-    weights: str = setting("none", "Backbone weights: imagenet (downloads once; needs internet), "
-                           "none, or a local weights file.")
+    weights: str = setting("none", "Starting weights: none; imagenet (--model=backbone only; "
+                           "downloads once, needs internet); or a local file: for a backbone, "
+                           "saved from the same backbone; for seed_cnn and resnet_small, a "
+                           "run's checkpoints/best.weights.h5 (another collection's: every "
+                           "layer but the classifier is taken).")
     dropout: float = setting(0.2, "Dropout before the classifier (resnet_small, backbone).",
                              bounds=(0.0, 0.99))
 
     def __post_init__(self):
         super().__post_init__()
-        is_backbone = self.name == "backbone"
-        settings.check_that(is_backbone or self.weights == "none",
-                            f"--weights={self.weights} needs --model=backbone "
-                            f"(--model={self.name} trains from scratch)")
+        settings.check_that(self.name == "backbone" or self.weights != "imagenet",
+                            f"--weights=imagenet needs --model=backbone "
+                            f"(--model={self.name} has no ImageNet weights)")
 
 
 def check_weights_file(config: ModelConfig) -> None:
@@ -149,11 +151,40 @@ def check_weights_file(config: ModelConfig) -> None:
                         "weights file")
 
 
-def create_model(name: str, *, num_classes: int, image_size: int, **options) -> keras.Model:
-    """`options` go to the model function (e.g. backbone, weights, dropout)."""
+def create_model(name: str, *, num_classes: int, image_size: int, weights: str = "none",
+                 **options) -> keras.Model:
+    """`options` go to the model function (e.g. backbone, dropout). `weights`: see
+    ModelConfig; a file for seed_cnn or resnet_small is transfer from another run."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
-    return MODELS[name](num_classes=num_classes, image_size=image_size, **options)
+    if name == "backbone":
+        return MODELS[name](num_classes=num_classes, image_size=image_size, weights=weights,
+                            **options)
+    model = MODELS[name](num_classes=num_classes, image_size=image_size, **options)
+    if weights != "none":
+        transfer_weights(model, weights)
+    return model
+
+
+def transfer_weights(model: keras.Model, path: str) -> None:
+    """Every layer's weights from `path` (the same network trained on another collection)
+    but the classifier's, which keeps its new initialisation unless the artists' count
+    matches. Raises ValueError when the file is not of this network and size."""
+    import warnings
+
+    import numpy as np
+
+    before = {layer.name: [w.copy() for w in layer.get_weights()]
+              for layer in model.layers[:-1] if layer.weights}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Keras warns of the classifier it skips.
+        model.load_weights(path, skip_mismatch=True)
+    # Skipped layers keep their fresh initialisation, array for array.
+    missed = [name for name, weights in before.items() if all(
+        np.array_equal(old, new) for old, new in zip(weights, model.get_layer(name).get_weights()))]
+    if missed:
+        raise ValueError(f"{path} is not a {model.name} at this image size: nothing loaded "
+                         f"into {', '.join(missed[:3])}")
 
 
 def set_backbone_trainable(model: keras.Model, trainable: bool) -> bool:

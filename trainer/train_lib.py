@@ -71,10 +71,11 @@ def build_model(config: TrainConfig, num_classes: int) -> keras.Model:
         return models.create_model(
             model.name, num_classes=num_classes, image_size=config.data.image_size,
             backbone=model.backbone, weights=model.weights, dropout=model.dropout)
-    except Exception as e:  # Offline imagenet download, or weights of another backbone.
-        if model.name == "backbone" and model.weights != "none":
+    except Exception as e:  # Offline imagenet download, or weights of another network.
+        if model.weights != "none":
+            target = model.backbone if model.name == "backbone" else model.name
             raise config_lib.ConfigError(
-                f"could not load --weights={model.weights} into {model.backbone}: "
+                f"could not load --weights={model.weights} into {target}: "
                 f"{str(e).splitlines()[0]}") from e
         raise
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -353,11 +354,9 @@ def test_temperature_and_abstention_rule_are_applied_and_stated(tmp_path):
                                       "rule": "unknown when the top probability < min_confidence"}
 
 
-def colour_model() -> "keras.Model":
+def colour_model() -> keras.Model:
     """Logit k = 20 x (mean of channel k - 0.5): a pure red, green or blue painting is its
     artist's beyond doubt; a grey one is anyone's (1/3 each)."""
-    import keras
-
     inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3))
     maps = keras.layers.Conv2D(3, 1, name="identity")(inputs)
     logits = keras.layers.Dense(3, name="logits")(keras.layers.GlobalAveragePooling2D()(maps))

@@ -221,6 +221,18 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, overwrite: bool = F
     return finish(config, workdir, builder, model)
 
 
+def headline_metrics(test: dict) -> dict:
+    """The test report's figures that test_metrics.json and the SavedModel keep, flat."""
+    return {
+        **{f"test_{k}": test[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "examples")},
+        **{f"test_{k}": v for k, v in test.items() if k.startswith("top")},
+        **{f"test_{k}": v for k, v in test.get("nearest_neighbours", {}).items()
+           if k.endswith("accuracy")},
+        **{f"test_{k}": v for k, v in test["calibration"].items() if k != "bins"},
+        **{f"test_{k}": v for k, v in test["abstention"].items()},
+    }
+
+
 def finish(config: TrainConfig, workdir: str, builder, model: keras.Model) -> dict:
     """Test-split report, curves, SavedModel; then the marker of a finished run."""
     metrics_csv = os.path.join(workdir, callbacks_lib.METRICS_CSV)
@@ -249,17 +261,7 @@ def finish(config: TrainConfig, workdir: str, builder, model: keras.Model) -> di
             evaluation.keras_predict_fn(model, answer["temperature"]), workdir,
             gallery=gallery, embed_fn=gallery_lib.embedding_fn(explainer),
             temperature=answer["temperature"], min_confidence=answer["min_confidence"])
-        metrics.update({
-            "test_accuracy": test["accuracy"],
-            "test_balanced_accuracy": test["balanced_accuracy"],
-            "test_macro_f1": test["macro_f1"],
-            "test_examples": test["examples"],
-            **{f"test_{k}": v for k, v in test.items() if k.startswith("top")},
-            **{f"test_{k}": v for k, v in test.get("nearest_neighbours", {}).items()
-               if k.endswith("accuracy")},
-            **{f"test_{k}": v for k, v in test["calibration"].items() if k != "bins"},
-            **{f"test_{k}": v for k, v in test["abstention"].items()},
-        })
+        metrics.update(headline_metrics(test))
     if os.path.exists(metrics_csv):
         report.plot_curves(metrics_csv, os.path.join(workdir, "curves.png"))
     artists = pipeline.artist_names(builder)

@@ -65,13 +65,14 @@ def fit_answer(builder, split: str, data: pipeline.DataConfig, predict_fn: Predi
 
 
 def predict_split(builder, split: str, data: pipeline.DataConfig,
-                  predict_fn: PredictFn) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, predict_fn's rows) over a split, in stored order."""
-    labels, probabilities = [], []
+                  *fns: PredictFn) -> tuple[np.ndarray, ...]:
+    """(labels, each fn's rows) over a split, in stored order: one pass, however many fns."""
+    labels, rows = [], [[] for _ in fns]
     for images, batch_labels in pipeline.create_split(builder, split, data, training=False):
-        probabilities.append(predict_fn(images))
+        for fn_rows, fn in zip(rows, fns):
+            fn_rows.append(fn(images))
         labels.append(batch_labels.numpy())
-    return np.concatenate(labels), np.concatenate(probabilities)
+    return np.concatenate(labels), *(np.concatenate(r) for r in rows)
 
 
 def evaluate_split(builder, split: str, data: pipeline.DataConfig, predict_fn: PredictFn,
@@ -86,11 +87,13 @@ def evaluate_split(builder, split: str, data: pipeline.DataConfig, predict_fn: P
     `embed_fn` that made it, the report also gives the nearest-neighbour
     artist accuracy of the split against the gallery.
     """
-    labels, probabilities = predict_split(builder, split, data, predict_fn)
     neighbours = None
     if gallery is not None and len(gallery):
-        _, embeddings = predict_split(builder, split, data, embed_fn)
+        labels, probabilities, embeddings = predict_split(builder, split, data, predict_fn,
+                                                          embed_fn)
         neighbours = gallery_lib.neighbour_metrics(gallery, embeddings, labels)
+    else:
+        labels, probabilities = predict_split(builder, split, data, predict_fn)
     return report.write_report(
         out_dir, labels=labels, probabilities=probabilities,
         names=pipeline.artist_names(builder),

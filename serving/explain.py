@@ -59,11 +59,11 @@ def grad_cam(feature_maps: tf.Tensor, gradients: tf.Tensor) -> tf.Tensor:
     return tf.math.divide_no_nan(heatmaps, peak)
 
 
-def analyze(explainer: keras.Model, images: tf.Tensor, artist_ids: tf.Tensor | None = None, *,
-            temperature: float = 1.0) -> dict[str, tf.Tensor]:
+def analyze(explainer: keras.Model, images: tf.Tensor, artist_ids: tf.Tensor | None = None
+            ) -> dict[str, tf.Tensor]:
     """One forward and backward pass over float images in [0, 1].
 
-    Returns `probabilities` [batch, artists] (of the logits / `temperature`), `embeddings` (normalised) [batch, D],
+    Returns `logits` [batch, artists] (float32), `embeddings` (normalised) [batch, D],
     `heatmaps` [batch, h, w] for `artist_ids` [batch] (default: each image's
     top-1 artist), and `explained_ids` [batch], the artists explained.
     """
@@ -75,7 +75,7 @@ def analyze(explainer: keras.Model, images: tf.Tensor, artist_ids: tf.Tensor | N
         chosen = tf.gather(logits, artist_ids, axis=1, batch_dims=1)
     gradients = tape.gradient(chosen, feature_maps)
     return {
-        "probabilities": tf.nn.softmax(logits / temperature, axis=-1),
+        "logits": logits,
         "embeddings": normalized_embeddings(embeddings),
         "heatmaps": grad_cam(feature_maps, gradients),
         "explained_ids": artist_ids,

@@ -311,8 +311,8 @@ def export_model(
                             max_pixels=max_pixels)
 
     def explained(images: tf.Tensor, artist_ids: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
-        outputs = explain.analyze(explainer, ops.rescale(decoded(images)), artist_ids,
-                                  temperature=temperature)
+        outputs = explain.analyze(explainer, ops.rescale(decoded(images)), artist_ids)
+        outputs["probabilities"] = answer.probabilities(outputs["logits"])
         ids = outputs["explained_ids"]
         outputs["explained_artists"] = tf.gather(artists, ids)
         outputs["explained_probabilities"] = tf.gather(outputs["probabilities"], ids, axis=1,

@@ -8,6 +8,7 @@ defaults, and any flag given on the command line overrides the recipe.
 
 import sys
 
+import tensorflow as tf
 from absl import app, flags, logging
 
 import configs
@@ -40,6 +41,14 @@ def main(argv):
     except (pipeline.DatasetError, train_lib.WorkdirError, config_lib.ConfigError) as e:
         logging.error("%s", e)
         sys.exit(f"train.py: error: {e}")
+    except tf.errors.UnavailableError as e:  # --strategy=multi_worker: a peer is gone.
+        logging.error("%s", e)
+        sys.exit(f"train.py: error: a worker of the cluster stopped answering "
+                 f"({e.message.splitlines()[0][:200]}); restart every worker with the same "
+                 f"command: the run resumes from its last finished epoch in {FLAGS.workdir}")
+    if not metrics:  # A multi-worker run's other workers.
+        print(f"Training done; the chief writes {FLAGS.workdir}")
+        return
     if "test_accuracy" in metrics:
         print(f"Test accuracy: {metrics['test_accuracy']:.1%} (balanced "
               f"{metrics['test_balanced_accuracy']:.1%}, macro-F1 {metrics['test_macro_f1']:.3f}) "

@@ -94,16 +94,27 @@ def default_max_side(image_size: int) -> int:
 
 
 def read_shards(builder, split: str, *, training: bool, seed: int,
-                whole_split: bool = True) -> tf.data.Dataset:
-    """{"image": encoded bytes, "label"} records; files shuffled (seeded) when training."""
+                whole_split: bool = True,
+                input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+    """{"image": encoded bytes, "label"} records; files shuffled (seeded) when training.
+
+    `input_context` (multi-worker input): only this input pipeline's share of
+    the files, or of the records when the split has fewer files than pipelines.
+    """
+    pipelines = input_context.num_input_pipelines if input_context else 1
+    by_file = pipelines > 1 and builder.info.splits[split].num_shards >= pipelines
     ds = builder.as_dataset(
         split=split,
         shuffle_files=training,
-        # Under a distributed_epoch service each worker reads some of the
-        # files, so a worker does not see the split's cardinality.
-        read_config=tfds.ReadConfig(shuffle_seed=seed, assert_cardinality=whole_split),
+        # Under a distributed_epoch service or a cluster each worker reads some of
+        # the files, so a worker does not see the split's cardinality.
+        read_config=tfds.ReadConfig(shuffle_seed=seed,
+                                    assert_cardinality=whole_split and pipelines == 1,
+                                    input_context=input_context if by_file else None),
         decoders={"image": tfds.decode.SkipDecoding()},
     )
+    if pipelines > 1 and not by_file:
+        ds = ds.shard(pipelines, input_context.input_pipeline_id)
     return ds.map(lambda f: {"image": f["image"], "label": f["label"]})
 
 
@@ -244,6 +255,7 @@ def create_split(
     shuffle_buffer: int = SHUFFLE_BUFFER,
     service_job: str | None = None,
     service_mode: str = "distributed_epoch",
+    input_context: tf.distribute.InputContext | None = None,
 ) -> tf.data.Dataset:
     """Batches of (float32 images [B, S, S, 3] in [0, 1], labels) ready for `model.fit`.
 
@@ -269,6 +281,7 @@ def create_split(
     `data.balance="resample"` rebalances training labels to uniform in-graph
     (an epoch keeps the split's size); `"class_weight"` leaves the data as
     it is: pass `pipeline.class_weights(builder, split)` to `fit`.
+    `input_context`: one worker's share of the split (`read_shards`).
     """
     if max_side is not None and max_side < 1:
         raise ValueError(f"max_side must be positive, got {max_side}")
@@ -283,7 +296,7 @@ def create_split(
     decode = decoder(data, for_warp=for_warp, max_side=max_side)
 
     ds = read_shards(builder, split, training=training, seed=seed,
-                     whole_split=not data.tf_data_service)
+                     whole_split=not data.tf_data_service, input_context=input_context)
     if data.cache:
         ds = cache_decoded(ds, decode, parallel)
         shuffle_buffer = min(shuffle_buffer, CACHED_SHUFFLE_BUFFER)

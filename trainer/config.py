@@ -21,7 +21,7 @@ from serving import export as export_lib
 from trainer import models, optim
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-STRATEGIES = ("default", "mirrored")
+STRATEGIES = ("default", "mirrored", "multi_worker")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,8 +48,9 @@ class RunConfig(settings.Section):
     precision: str = setting("float32", "float32, or mixed precision for accelerators.",
                              choices=PRECISIONS)
     jit_compile: bool = setting(False, "Compile the training step with XLA.")
-    strategy: str = setting("default", "default (one device) or mirrored (all local GPUs).",
-                            choices=STRATEGIES)
+    strategy: str = setting("default", "default (one device), mirrored (all local GPUs) or "
+                            "multi_worker (every worker of the TF_CONFIG cluster runs the same "
+                            "command; README: Multi-worker training).", choices=STRATEGIES)
     deterministic: bool = setting(False, "Deterministic ops and input order: the same flags and "
                                   "seed give the same run (slower).")
     seed: int = setting(0, "Seed for initialisation, shuffling and augmentation.")
@@ -87,6 +88,9 @@ class TrainConfig:
             settings.check_that(freeze == 0, "--freeze_epochs needs --model=backbone")
         settings.check_that(not (self.run.deterministic and self.data.tf_data_service),
                             "--deterministic cannot hold with --tf_data_service (workers race)")
+        settings.check_that(not (self.run.strategy == "multi_worker" and self.data.tf_data_service),
+                            "--strategy=multi_worker reads its input on the workers; it cannot "
+                            "take --tf_data_service")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

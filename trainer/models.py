@@ -194,3 +194,18 @@ def set_backbone_trainable(model: keras.Model, trainable: bool) -> bool:
     except ValueError:
         return False
     return True
+
+
+def synchronize_batch_norm(model: keras.Model) -> int:
+    """Batch norm over the global batch of every replica (TensorFlow backend): its moving
+    statistics, like the weights, then stay equal on every worker. Returns the layers set.
+
+    Keras reads `synchronized` at call time, so a built model (a keras.applications
+    backbone too) switches without rebuilding; it saves and serves as it was.
+    """
+    layers_set = 0
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, layers.BatchNormalization):
+            layer.synchronized = True
+            layers_set += 1
+    return layers_set

@@ -17,7 +17,7 @@ from serving import explain, export
 from serving import gallery as gallery_lib
 from trainer import callbacks as callbacks_lib
 from trainer import config as config_lib
-from trainer import evaluation, models, optim, report
+from trainer import evaluation, loop, models, optim, report
 
 TrainConfig = config_lib.TrainConfig
 CONFIG_FILE = "config.json"
@@ -101,17 +101,25 @@ def load_run(workdir: str, *, data_dir: str | None = None) -> tuple[TrainConfig,
     if data_dir:
         config = config.replace(data_dir=data_dir)
     builder = pipeline.load_builder(config.data.dataset, data_dir=config.data.data_dir)
-    # The run's own checkpoint replaces whatever weights it started from.
-    model = build_model(config.replace(weights="none", freeze_epochs=0),
-                        pipeline.num_classes(builder))
-    training_model(config, model).load_weights(os.path.join(workdir, callbacks_lib.BEST_WEIGHTS))
-    return config, model
+    return config, restore_model(config, pipeline.num_classes(builder),
+                                 os.path.join(workdir, callbacks_lib.BEST_WEIGHTS))
+
+
+def restore_model(config: TrainConfig, num_classes: int, weights_path: str) -> keras.Model:
+    """`config`'s model, built anew (in the current strategy), with a checkpoint's weights."""
+    # The checkpoint replaces whatever weights the run started from.
+    model = build_model(config.replace(weights="none", freeze_epochs=0), num_classes)
+    training_model(config, model).load_weights(weights_path)
+    return model
 
 
 def create_strategy(name: str) -> tf.distribute.Strategy:
     """`mirrored`: one replica per local GPU, each global batch split across them (Keras
     shards the tf.data input per replica); without GPUs, one per logical CPU device
-    (one unless configured: the tests configure two)."""
+    (one unless configured: the tests configure two). `multi_worker`: the cluster of
+    `TF_CONFIG` (`loop.create_strategy`); it must come before any other TensorFlow op."""
+    if name == "multi_worker":
+        return loop.create_strategy()
     if name != "mirrored":
         return tf.distribute.get_strategy()
     devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
@@ -140,10 +148,13 @@ def create_inputs(config: TrainConfig, builder):
     if "validation" in builder.info.splits:
         val_ds = pipeline.create_split(builder, "validation", evaluation_data(config),
                                        training=False, **options)
-    class_weight = None
+    return train_ds, val_ds, class_weights(config, builder)
+
+
+def class_weights(config: TrainConfig, builder) -> dict[int, float] | None:
     if config.data.balance == "class_weight":
-        class_weight = pipeline.class_weights(builder, "train")
-    return train_ds, val_ds, class_weight
+        return pipeline.class_weights(builder, "train")
+    return None
 
 
 def evaluation_data(config: TrainConfig) -> pipeline.DataConfig:
@@ -188,6 +199,7 @@ def train(config: TrainConfig, workdir: str, builder) -> keras.Model:
     `config.run.deterministic` enables TensorFlow's op determinism for the rest of
     the process (TensorFlow offers no public way back).
     """
+    strategy = create_strategy(config.run.strategy)
     keras.utils.set_random_seed(config.run.seed)
     if config.run.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -196,7 +208,21 @@ def train(config: TrainConfig, workdir: str, builder) -> keras.Model:
     logging.info("%s: %d artists, %s", builder.info.full_name, len(artists),
                  ", ".join(f"{s} {splits[s].num_examples}" for s in splits))
     best_weights = os.path.join(workdir, callbacks_lib.BEST_WEIGHTS)
-    with precision_policy(config.run.precision), create_strategy(config.run.strategy).scope():
+    if config.run.strategy == "multi_worker":
+        with loop.worker_directory(workdir, strategy) as own_dir:
+            with precision_policy(config.run.precision), strategy.scope():
+                model = build_model(config, len(artists))
+                fit_model = training_model(config, model)
+                models.synchronize_batch_norm(fit_model)
+                loop.fit_phases(config, workdir, own_dir, strategy, model, fit_model, builder,
+                                num_classes=len(artists),
+                                class_weight=class_weights(config, builder))
+            # This worker's best weights, in a model of one machine (evaluated and
+            # exported as any other).
+            with precision_policy(config.run.precision):
+                return restore_model(config, len(artists),
+                                     os.path.join(own_dir, callbacks_lib.BEST_WEIGHTS))
+    with precision_policy(config.run.precision), strategy.scope():
         model = build_model(config, len(artists))
         fit_model = training_model(config, model)
         train_ds, val_ds, class_weight = create_inputs(config, builder)
@@ -210,8 +236,15 @@ def train(config: TrainConfig, workdir: str, builder) -> keras.Model:
 
 def train_and_evaluate(config: TrainConfig, workdir: str, *, overwrite: bool = False) -> dict:
     """Trains `config` in `workdir` (resuming if interrupted), evaluates on the test split
-    and exports; returns the test metrics."""
+    and exports; returns the test metrics (empty on a multi-worker run's other workers)."""
     models.check_weights_file(config.model)
+    if config.run.strategy == "multi_worker" and not loop.chief_task():
+        # The chief claims the work directory and writes everything in it.
+        if os.path.exists(os.path.join(workdir, TEST_METRICS)) and not overwrite:
+            return {}
+        builder = pipeline.load_builder(config.data.dataset, data_dir=config.data.data_dir)
+        train(config, workdir, builder)
+        return {}
     if prepare_workdir(config, workdir, overwrite=overwrite):
         logging.info("%s already holds this finished run; reusing it", workdir)
         with open(os.path.join(workdir, TEST_METRICS), encoding="utf-8") as f:

@@ -1,0 +1,358 @@
+"""Multi-worker training: a custom loop under `MultiWorkerMirroredStrategy`.
+
+Keras 3 `fit` fails under `MultiWorkerMirroredStrategy` (keras-team/keras#20585);
+a Keras model and optimizer train there fine when the step is ours. The loop
+does what `train_lib.fit_phases` does with `fit`, with the same pieces: the
+model, optimizer, schedule, loss and class weights of `optim` and
+`pipeline.class_weights`, the input of `pipeline.create_split`, and the same
+Keras callbacks for metrics.csv, TensorBoard, the best checkpoint, early
+stopping and the CPU budget, so a run's files read the same either way.
+
+* Every worker runs the same command; the cluster comes from `TF_CONFIG`.
+  Worker 0 is the chief (or the task of type "chief", if there is one).
+* Input: each worker reads its share of the split's files (TFDS's
+  `ReadConfig.input_context`, through `distribute_datasets_from_function`),
+  batches of the global batch / replicas; the loss is averaged over the global
+  batch (`tf.nn.compute_average_loss`), gradients are summed across workers.
+* Batch-norm statistics are synchronised across workers, so the moving
+  averages (and the weights) are the same on every worker.
+* Validation: each worker scores its share of the split; the counts are summed.
+  Every worker sees the same figures, and so takes the same decisions.
+* Resume: a `tf.train.CheckpointManager` saves model, optimizer and epoch after
+  every epoch, into the work directory on the chief and into a temporary
+  directory on the others (TensorFlow's convention: every worker must save).
+  Restarted workers restore from the chief's, so the work directory must be
+  shared storage (NFS, GCS) across machines.
+* CPU time: `epoch_cpu_seconds` is summed over all workers, so
+  `--cpu_budget_seconds` caps the work of the whole cluster, as it caps one
+  machine's.
+"""
+
+import contextlib
+import dataclasses
+import functools
+import json
+import os
+import shutil
+import tempfile
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+import pipeline
+from trainer import callbacks as callbacks_lib
+from trainer import models, optim, report
+
+CHECKPOINTS = "phase{phase}"
+SUM = tf.distribute.ReduceOp.SUM
+# Per-batch sums the loop adds up; the metrics are their ratios.
+COUNTS = ("loss", "weight", "correct", "top_k_correct", "examples")
+
+
+def create_strategy() -> tf.distribute.MultiWorkerMirroredStrategy:
+    """The cluster of `TF_CONFIG`; without it, a cluster of one (this process)."""
+    if "TF_CONFIG" not in os.environ:
+        logging.warning("--strategy=multi_worker without TF_CONFIG: training on this "
+                        "machine alone")
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    logging.info("MultiWorkerMirroredStrategy: worker %s of %d, %d replicas in all",
+                 task_id(strategy), worker_count(strategy), strategy.num_replicas_in_sync)
+    return strategy
+
+
+def chief_task() -> bool:
+    """Whether `TF_CONFIG` makes this process the chief (known before the strategy is)."""
+    tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    task = tf_config.get("task", {})
+    if "chief" in tf_config.get("cluster", {}):
+        return task.get("type") == "chief"
+    return int(task.get("index", 0)) == 0
+
+
+def task_id(strategy) -> int:
+    return strategy.cluster_resolver.task_id or 0
+
+
+def worker_count(strategy) -> int:
+    return strategy.extended._num_workers  # No public accessor; InputContext has it too.
+
+
+def is_chief(strategy) -> bool:
+    """TensorFlow's rule: the "chief" task if the cluster has one, else worker 0."""
+    return strategy.extended.should_checkpoint
+
+
+def sharded_split(builder, split: str, data: pipeline.DataConfig,
+                  context: tf.distribute.InputContext, **options) -> tf.data.Dataset:
+    """This input pipeline's part of `split`, in per-replica batches."""
+    per_replica = context.get_per_replica_batch_size(data.batch_size)
+    return pipeline.create_split(builder, split, dataclasses.replace(data, batch_size=per_replica),
+                                 input_context=context, **options)
+
+
+def batch_counts(labels, logits, per_example_loss, weights, *, top_k: int) -> tf.Tensor:
+    """[loss sum, weight sum, right, right in the top k, examples] of one batch; accuracy
+    and loss are weighted by the class weights, as `fit` weighs them."""
+    logits = tf.cast(logits, tf.float32)
+    if labels.shape.rank == 2:  # One-hot rows (label smoothing).
+        labels = tf.argmax(labels, axis=-1)
+    labels = tf.cast(labels, tf.int32)
+    correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels),
+                      tf.float32)
+    top_k_correct = tf.cast(tf.math.in_top_k(labels, logits, top_k), tf.float32)
+    return tf.stack([tf.reduce_sum(per_example_loss * weights), tf.reduce_sum(weights),
+                     tf.reduce_sum(correct * weights), tf.reduce_sum(top_k_correct * weights),
+                     tf.cast(tf.size(labels), tf.float32)])
+
+
+def metrics_from(counts: np.ndarray, *, top_k: int, prefix: str = "") -> dict[str, float]:
+    """fit's log names and values from summed `batch_counts`."""
+    loss, weight, correct, top_k_correct, examples = counts
+    return {f"{prefix}loss": float(loss / max(examples, 1)),
+            f"{prefix}accuracy": float(correct / max(weight, 1e-12)),
+            f"{prefix}top{top_k}_accuracy": float(top_k_correct / max(weight, 1e-12))}
+
+
+@functools.cache
+def _all_sum_function(strategy):
+    return tf.function(lambda values: strategy.reduce(
+        SUM, strategy.run(tf.identity, args=(values,)), axis=None))
+
+
+def all_sum(strategy, values) -> np.ndarray:
+    """`values` summed over every worker (every worker must call it, in the same order)."""
+    return _all_sum_function(strategy)(tf.constant(values, tf.float32)).numpy()
+
+
+class Loop:
+    """Training and validation steps of one phase, compiled once per phase."""
+
+    def __init__(self, strategy, fit_model: keras.Model, optimizer, loss: keras.losses.Loss,
+                 *, global_batch: int, num_classes: int, class_weight: dict | None,
+                 jit_compile: bool):
+        self.strategy, self.model, self.optimizer = strategy, fit_model, optimizer
+        self.global_batch = global_batch
+        self.top_k = min(report.TOP_K, num_classes)
+        # Per-example losses: the loop averages them over the global batch.
+        self.loss = loss.__class__(**{**loss.get_config(), "reduction": None})
+        weights = np.ones(num_classes, np.float32)
+        for label, weight in (class_weight or {}).items():
+            weights[label] = weight
+        self.class_weights = tf.constant(weights)
+        # XLA compiles the forward and backward pass; the all-reduce stays outside it.
+        self.gradients = tf.function(self._gradients, jit_compile=True) if jit_compile \
+            else self._gradients
+        self.train_step = tf.function(self._train_step)
+        self.evaluate_step = tf.function(self._evaluate_step)
+
+    def _weights(self, labels):
+        if labels.shape.rank == 2:
+            labels = tf.argmax(labels, axis=-1)
+        return tf.gather(self.class_weights, tf.cast(labels, tf.int32))
+
+    def _gradients(self, images, labels):
+        weights = self._weights(labels)
+        with tf.GradientTape() as tape:
+            logits = self.model(images, training=True)
+            per_example = self.loss(labels, tf.cast(logits, tf.float32))
+            loss = tf.nn.compute_average_loss(per_example * weights,
+                                              global_batch_size=self.global_batch)
+            if self.model.losses:
+                loss += tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
+            scaled = (self.optimizer.scale_loss(loss)
+                      if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer) else loss)
+        gradients = tape.gradient(scaled, self.model.trainable_variables)
+        return gradients, batch_counts(labels, logits, per_example, weights, top_k=self.top_k)
+
+    def _train_replica(self, images, labels):
+        gradients, counts = self.gradients(images, labels)
+        self.optimizer.apply_gradients(zip(gradients, self.model.trainable_variables))
+        return counts
+
+    def _train_step(self, iterator):
+        counts = self.strategy.run(self._train_replica, args=next(iterator))
+        return self.strategy.reduce(SUM, counts, axis=None)
+
+    def _evaluate_step(self, images, labels):
+        logits = self.model(images, training=False)
+        per_example = self.loss(labels, tf.cast(logits, tf.float32))
+        return batch_counts(labels, logits, per_example, tf.ones_like(per_example),
+                            top_k=self.top_k)
+
+    def train_epoch(self, iterator, steps: int) -> np.ndarray:
+        counts = np.zeros(len(COUNTS))
+        for step in range(steps):
+            counts += self.train_step(iterator).numpy()
+            if (step + 1) % max(1, steps // 4) == 0:
+                logging.log_every_n_seconds(logging.INFO, "  step %d/%d", 30, step + 1, steps)
+        return counts
+
+    def evaluate(self, dataset) -> np.ndarray:
+        """This worker's share of the split, scored locally, then summed over workers."""
+        counts = np.zeros(len(COUNTS), np.float32)
+        for images, labels in dataset:
+            counts += self.evaluate_step(images, labels).numpy()
+        return all_sum(self.strategy, counts)
+
+
+class Checkpoints:
+    """Model, optimizer and epoch after every epoch: the chief writes `directory`, the
+    others a temporary directory each (removed after saving); all restore the chief's."""
+
+    def __init__(self, directory: str, *, chief: bool, **trackables):
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.checkpoint = tf.train.Checkpoint(epoch=self.epoch, **trackables)
+        self.directory, self.chief = directory, chief
+
+    def restore(self) -> int:
+        latest = tf.train.latest_checkpoint(self.directory)
+        if latest:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+            logging.info("Resumed from %s (epoch %d)", latest, int(self.epoch.numpy()))
+        return int(self.epoch.numpy())
+
+    def save(self, epoch: int) -> None:
+        self.epoch.assign(epoch)
+        directory = self.directory if self.chief else tempfile.mkdtemp(prefix="worker_ckpt_")
+        tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=2).save()
+        if not self.chief:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def keep_logged_epochs(metrics_csv: str, epochs: int) -> None:
+    """Drops metrics.csv rows of epochs the checkpoint does not hold (a worker killed
+    after logging an epoch but before saving it reruns that epoch)."""
+    rows = callbacks_lib.csv_rows(metrics_csv)
+    kept = [row for row in rows if int(row["epoch"]) < epochs]
+    if len(kept) == len(rows):
+        return
+    with open(metrics_csv, encoding="utf-8") as f:
+        header = f.readline()
+    with open(metrics_csv, "w", encoding="utf-8") as f:
+        f.write(header)
+        for row in kept:
+            f.write(",".join(row[name] for name in header.strip().split(",")) + "\n")
+
+
+def loop_callbacks(workdir: str, own_dir: str, **options) -> list[keras.callbacks.Callback]:
+    """`callbacks_lib.create_callbacks` writing into `own_dir`, after the work directory's
+    metrics.csv (the best value and CPU spent so far), without the two the loop replaces.
+
+    Every worker runs them all, the others into a temporary directory: saving
+    weights takes collective ops, so all workers save together, and they take the
+    same decisions (their figures are the cluster's).
+    """
+    if own_dir != workdir and os.path.exists(os.path.join(workdir, callbacks_lib.METRICS_CSV)):
+        shutil.copy(os.path.join(workdir, callbacks_lib.METRICS_CSV), own_dir)
+    # The loop times epochs itself (CPU summed over workers) and resumes from its checkpoints.
+    return [c for c in callbacks_lib.create_callbacks(own_dir, **options) if not isinstance(
+        c, (keras.callbacks.BackupAndRestore, callbacks_lib.EpochTimer))]
+
+
+@contextlib.contextmanager
+def worker_directory(workdir: str, strategy):
+    """Where this worker's callbacks write: the work directory on the chief, a temporary
+    directory (removed on exit) on the others."""
+    if is_chief(strategy):
+        yield workdir
+        return
+    own_dir = tempfile.mkdtemp(prefix=f"worker{task_id(strategy)}_")
+    try:
+        yield own_dir
+    finally:
+        shutil.rmtree(own_dir, ignore_errors=True)
+
+
+def fit_phases(config, workdir: str, own_dir: str, strategy, model: keras.Model,
+               fit_model: keras.Model, builder, *, num_classes: int, class_weight) -> None:
+    """`train_lib.fit_phases` on a cluster: the same phases, learning rates and callbacks;
+    this worker's own files (`loop_callbacks`) go to `own_dir` (`worker_directory`)."""
+    data, replicas = config.data, strategy.num_replicas_in_sync
+    if data.batch_size % replicas:
+        raise ValueError(f"--batch_size={data.batch_size} must be a multiple of the "
+                         f"{replicas} replicas of the cluster")
+    options = dict(seed=config.run.seed, deterministic=config.run.deterministic,
+                   one_hot=optim.uses_one_hot(config.optimizer))
+    train_ds = strategy.distribute_datasets_from_function(
+        lambda context: sharded_split(
+            builder, "train", data, context, training=True, augment=config.augment,
+            # Each worker its own shuffle and augmentation draws.
+            **{**options, "seed": options["seed"] + 1009 * context.input_pipeline_id}).repeat())
+    val_ds = None
+    if "validation" in builder.info.splits:
+        context = tf.distribute.InputContext(worker_count(strategy), task_id(strategy), replicas)
+        val_ds = pipeline.create_split(builder, "validation", data, training=False,
+                                       input_context=context, **options)
+    training, base = config.training, config.optimizer.learning_rate
+    phases = [(0, training.epochs, True, base)]
+    if training.freeze_epochs:
+        phases = [(0, training.freeze_epochs, False, base),
+                  (training.freeze_epochs, training.epochs, True,
+                   base * training.fine_tune_learning_rate_factor)]
+    all_sum(strategy, 0.0)  # A barrier: the chief has claimed (or cleared) the work directory.
+    iterator = iter(train_ds)
+    for phase, (start, end, backbone_trainable, lr) in enumerate(phases):
+        models.set_backbone_trainable(model, backbone_trainable)
+        fit_phase(config, workdir, own_dir, strategy, fit_model, iterator, val_ds,
+                  phase=phase, start=start, end=end, learning_rate=lr,
+                  steps_per_epoch=builder.info.splits["train"].num_examples // data.batch_size,
+                  num_classes=num_classes, class_weight=class_weight)
+        if fit_model.stop_training:  # Early stopping or budget: no later phase either.
+            break
+
+
+def fit_phase(config, workdir: str, own_dir: str, strategy, fit_model: keras.Model, iterator,
+              val_ds, *, phase: int, start: int, end: int, learning_rate: float,
+              steps_per_epoch: int, num_classes: int, class_weight) -> None:
+    """Epochs `start` to `end` with a fresh optimizer, resumed from this phase's checkpoint."""
+    loss, metrics = optim.create_loss_and_metrics(config.optimizer, num_classes)
+    with strategy.scope():
+        schedule = optim.create_learning_rate(
+            config.optimizer, learning_rate, steps_per_epoch=steps_per_epoch, epochs=end - start,
+            warmup_epochs=config.optimizer.warmup_epochs if phase == 0 else 0)
+        optimizer = optim.create_optimizer(config.optimizer, schedule)
+        if keras.mixed_precision.global_policy().name == "mixed_float16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(fit_model.trainable_variables)
+        # The callbacks reach the optimizer (TensorBoard's learning rate) through the model.
+        fit_model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+    loop = Loop(strategy, fit_model, optimizer, loss, global_batch=config.data.batch_size,
+                num_classes=num_classes, class_weight=class_weight,
+                jit_compile=config.run.jit_compile)
+    checkpoints = Checkpoints(
+        os.path.join(workdir, callbacks_lib.BACKUP, CHECKPOINTS.format(phase=phase)),
+        chief=own_dir == workdir, model=fit_model, optimizer=optimizer)
+    first = max(start, checkpoints.restore())
+    if own_dir == workdir:
+        keep_logged_epochs(os.path.join(workdir, callbacks_lib.METRICS_CSV), first)
+    all_sum(strategy, 0.0)  # A barrier: metrics.csv now holds what the checkpoint holds.
+    fit_model.stop_training = False
+    if first >= end:
+        return
+    monitor = "val_accuracy" if val_ds is not None else "accuracy"
+    callbacks = keras.callbacks.CallbackList(loop_callbacks(
+        workdir, own_dir, phase=phase, monitor=monitor,
+        cpu_budget_seconds=config.training.cpu_budget_seconds,
+        early_stopping_patience=config.training.early_stopping_patience), model=fit_model)
+    callbacks.on_train_begin()
+    for epoch in range(first, end):
+        callbacks.on_epoch_begin(epoch)
+        start_time, start_cpu = time.perf_counter(), time.process_time()
+        logs = metrics_from(loop.train_epoch(iterator, steps_per_epoch), top_k=loop.top_k)
+        if val_ds is not None:
+            logs |= metrics_from(loop.evaluate(val_ds), top_k=loop.top_k, prefix="val_")
+        cpu = all_sum(strategy, time.process_time() - start_cpu)  # The cluster's.
+        logs |= {"epoch_seconds": time.perf_counter() - start_time,
+                 "epoch_cpu_seconds": float(cpu)}
+        logging.info("Epoch %d/%d: %s", epoch + 1, end,
+                     json.dumps({k: round(v, 4) for k, v in logs.items()}))
+        callbacks.on_epoch_end(epoch, logs)
+        checkpoints.save(epoch + 1)
+        # Any worker's stop stops all (their callbacks see the same figures anyway).
+        fit_model.stop_training = bool(all_sum(strategy, float(fit_model.stop_training)))
+        if fit_model.stop_training:
+            break
+    callbacks.on_train_end()

@@ -153,3 +153,13 @@ def test_scale_bench(tmp_path):
     assert set(figures["fits"]) == {"build", "epoch", "infer"}
     assert all(fit["r2"] == 1.0 for fit in figures["fits"].values())  # Two points: a line.
     assert os.path.exists(figures["plot"])
+
+
+def test_multi_worker_bench(tiny_data_dir, tmp_path):
+    figures = last_json("multi_worker_bench.py", "--dataset=sample_paintings/tiny",
+                        f"--data_dir={tiny_data_dir}", f"--workdir={tmp_path}", "--epochs=2",
+                        "--rounds=1", "--train_flags=--model=seed_cnn,--image_size=32,"
+                        "--batch_size=8,--warmup_epochs=1")
+    assert set(figures["images_per_s"]) == {"fit", "loop x1", "loop x2"}
+    assert all(value > 0 for value in figures["images_per_s"].values())
+    assert figures["loop_over_fit"] > 0 and figures["two_workers_over_one"] > 0

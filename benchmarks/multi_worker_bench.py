@@ -1,0 +1,129 @@
+"""Multi-worker training speed: `fit` on one machine, the multi-worker loop alone, two workers.
+
+    python benchmarks/multi_worker_bench.py --data_dir=DIR [--dataset=best_artworks/all]
+        [--epochs=3] [--rounds=2] [--workdir=DIR]
+
+Three ways to train the same recipe on the same data, each a real `train.py`
+run (the default recipe, `--gallery_per_artist=0`), round by round in turn:
+
+* `fit`: `--strategy=default`, pinned to one core (`taskset`);
+* `loop x1`: `--strategy=multi_worker` without TF_CONFIG, a cluster of one,
+  pinned to one core: the custom loop's own cost against `fit`;
+* `loop x2`: two workers on localhost ports (TF_CONFIG), each pinned to a core
+  of its own: what a second machine adds, all-reduce over gRPC included (the
+  network between two real machines is not measured here).
+
+Each run's speed is training images per second of wall time over its epochs
+after the first (the first pays tracing), read from its metrics.csv (each
+epoch includes its validation pass). The median over rounds is reported,
+with the ratios `loop x1 / fit` (the loop's overhead) and `loop x2 / loop x1`
+(2.0 is perfect scaling). The last line printed is one JSON object.
+"""
+
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+
+from absl import app, flags
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("data_dir", None, "TFDS data directory holding --dataset.")
+flags.DEFINE_string("dataset", "best_artworks/all", "Dataset to train on.")
+flags.DEFINE_string("workdir", "/tmp/multi_worker_bench", "Scratch directory (cleared).")
+flags.DEFINE_integer("epochs", 3, "Epochs per run; the first is not counted.", lower_bound=2)
+flags.DEFINE_integer("rounds", 2, "Rounds of the three runs; medians are reported.",
+                     lower_bound=1)
+flags.DEFINE_list("train_flags", ["--image_size=160"], "Extra train.py flags for every run.")
+flags.DEFINE_string("json_out", None, "Also write the results here.")
+flags.mark_flag_as_required("data_dir")
+
+CASES = ("fit", "loop x1", "loop x2")
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def run_case(case: str, workdir: str) -> None:
+    args = [sys.executable, "train.py", f"--dataset={FLAGS.dataset}",
+            f"--data_dir={FLAGS.data_dir}", f"--workdir={workdir}", f"--epochs={FLAGS.epochs}",
+            "--gallery_per_artist=0", *FLAGS.train_flags]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("TF_CONFIG", None)
+    if case == "fit":
+        commands = [(["taskset", "-c", "0", *args, "--strategy=default"], env)]
+    elif case == "loop x1":
+        commands = [(["taskset", "-c", "0", *args, "--strategy=multi_worker"], env)]
+    else:
+        cluster = {"worker": [f"localhost:{port}" for port in free_ports(2)]}
+        commands = [(["taskset", "-c", str(index), *args, "--strategy=multi_worker"],
+                     {**env, "TF_CONFIG": json.dumps(
+                         {"cluster": cluster, "task": {"type": "worker", "index": index}})})
+                    for index in range(2)]
+    processes = [subprocess.Popen(command, cwd=ROOT, env=command_env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                 for command, command_env in commands]
+    for process in processes:
+        _, stderr = process.communicate()
+        if process.returncode:
+            raise RuntimeError(f"{case} failed:\n{stderr[-3000:]}")
+
+
+def images_per_second(workdir: str) -> float:
+    import tensorflow_datasets as tfds
+
+    from trainer import callbacks as callbacks_lib
+
+    config = json.load(open(os.path.join(workdir, "config.json"), encoding="utf-8"))
+    builder = tfds.builder(FLAGS.dataset, data_dir=FLAGS.data_dir)
+    batch = config["data"]["batch_size"]
+    per_epoch = builder.info.splits["train"].num_examples // batch * batch
+    rows = callbacks_lib.csv_rows(os.path.join(workdir, callbacks_lib.METRICS_CSV))[1:]
+    return per_epoch * len(rows) / sum(float(row["epoch_seconds"]) for row in rows)
+
+
+def main(argv):
+    del argv
+    import artist_tfds  # noqa: F401  Registers the builders.
+
+    speeds = {case: [] for case in CASES}
+    for round_index in range(FLAGS.rounds):
+        for case in CASES:
+            workdir = os.path.join(FLAGS.workdir, f"{case.replace(' ', '_')}_{round_index}")
+            shutil.rmtree(workdir, ignore_errors=True)
+            run_case(case, workdir)
+            speeds[case].append(images_per_second(workdir))
+            print(f"round {round_index + 1}: {case:<8} {speeds[case][-1]:7.1f} images/s",
+                  flush=True)
+    median = {case: statistics.median(values) for case, values in speeds.items()}
+    summary = {"images_per_s": {case: round(v, 1) for case, v in median.items()},
+               "loop_over_fit": round(median["loop x1"] / median["fit"], 3),
+               "two_workers_over_one": round(median["loop x2"] / median["loop x1"], 3),
+               "runs": {case: [round(v, 1) for v in values] for case, values in speeds.items()}}
+    print(f"\n{'case':<9}{'images/s':>10}   (one core per worker, median of {FLAGS.rounds})")
+    for case in CASES:
+        print(f"{case:<9}{median[case]:>10.1f}")
+    print(f"loop x1 / fit: {summary['loop_over_fit']:.3f}    "
+          f"loop x2 / loop x1: {summary['two_workers_over_one']:.3f} (2.0: perfect scaling)")
+    line = json.dumps(summary)
+    if FLAGS.json_out:
+        with open(FLAGS.json_out, "w", encoding="utf-8") as f:
+            f.write(line + "\n")
+    print(line)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -154,6 +154,12 @@ def encoded_images(builder, split: str) -> list[bytes]:
     return list(ds.as_numpy_iterator())
 
 
+def encoded_split(builder, split: str, *, batch_size: int) -> tf.data.Dataset:
+    """Batches of (encoded bytes [B], labels) in stored order: a split as a server receives it."""
+    ds = read_shards(builder, split, training=False, seed=0)
+    return ds.map(lambda f: (f["image"], f["label"])).batch(batch_size).prefetch(AUTOTUNE)
+
+
 def gallery_split(builder, split: str, data: DataConfig, *, keep, thumbnail_px: int,
                   batch_size: int = 64) -> tf.data.Dataset:
     """Batches of {"image": uint8 squares (or views) as evaluation decodes them, "label",

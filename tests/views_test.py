@@ -12,7 +12,7 @@ import pipeline
 from pipeline import ops
 from pipeline import views as views_lib
 from serving import explain, export, multiview
-from tests.conftest import encode, make_split, picture, tiny_config
+from tests.conftest import encode, make_split, picture, run, tiny_config
 from trainer import evaluation, train_lib
 
 
@@ -177,3 +177,11 @@ def test_evaluate_py_scores_a_multi_view_model_as_training_did(crops_run, tiny_b
     assert scored["accuracy"] == trained["accuracy"]
     np.testing.assert_allclose(scored["calibration"]["nll"], trained["calibration"]["nll"],
                                rtol=1e-5)
+
+
+def test_predict_info_states_the_views(crops_run):
+    _, workdir = crops_run
+    result = run(["predict.py", f"--model_dir={workdir}/saved_model", "--info"])
+    assert result.returncode == 0, result.stderr
+    assert ("Views: 10 per image (the whole painting, 4 crops at the painting's own pixels, "
+            "mirrored too), probabilities averaged") in result.stdout

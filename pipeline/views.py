@@ -70,6 +70,8 @@ class Views:
                 "crop_scale": self.crop_scale, "flips": self.flips,
                 "scale": (f"shorter side scaled to {side} px" if side else
                           "the painting's own pixels") if self.crops else None,
+                "decode": ("full size" if self.decode_size is None else
+                           f"as for {self.decode_size} px (ops.jpeg_ratio_index)"),
                 "combination": "log of the mean over views of softmax(logits); the "
                                "temperature divides that" if self.count > 1 else None}
 

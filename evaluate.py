@@ -8,7 +8,9 @@ The split goes through the input pipeline as in training's evaluation
 (`pipeline.create_split`, at the model's own image size and resize mode) and
 into the model's `serve_float_pixels` signature: those are the pixels
 `serving_default` makes from the same files, so the numbers are those of
-the model as served.
+the model as served. A model with multi-crop inference ("views" in its
+metadata) is fed the split's encoded files through `serving_default`, which
+makes the views itself.
 """
 
 import os
@@ -41,7 +43,8 @@ def evaluate(model_dir: str, builder, split: str, out_dir: str, *, batch_size: i
     answer = {**(document.get("calibration") or {}), **(document.get("abstention") or {})}
     return evaluation.evaluate_split(builder, split, data, predict_fn, out_dir,
                                      temperature=answer.get("temperature", 1.0),
-                                     min_confidence=answer.get("min_confidence", 0.0))
+                                     min_confidence=answer.get("min_confidence", 0.0),
+                                     encoded=evaluation.multi_view(document))
 
 
 def main(argv):

@@ -240,6 +240,11 @@ def format_info(model_dir: str, document: dict) -> str:
             lines.append(f"{label}: {document[key]}")
     for key, value in (document.get("preprocessing") or {}).items():
         lines.append(f"Preprocessing {key}: {value}")
+    views = document.get("views") or {}
+    if views.get("count", 1) > 1:
+        lines.append(f"Views: {views['count']} per image (the whole painting"
+                     + (f", {views['crops']} crops at {views['scale']}" if views["crops"] else "")
+                     + (", mirrored too" if views["flips"] else "") + "), probabilities averaged")
     if document.get("calibration"):
         lines.append(f"Calibration: temperature {document['calibration']['temperature']:.3f}")
     rule = document.get("abstention") or {}

@@ -8,6 +8,7 @@ from pipeline.input_pipeline import (  # noqa: F401
     artist_names,
     create_split,
     encoded_images,
+    encoded_split,
     gallery_split,
     load_builder,
     num_classes,

@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from pipeline import ops
 from pipeline import settings
+from pipeline import views as views_lib
 from pipeline.settings import setting
 
 Seed = tf.Tensor  # Shape [2], int32 or int64: a stateless RNG seed.
@@ -67,12 +68,23 @@ class AugmentConfig(settings.Section):
     translate_width: float = setting(0.1, "Horizontal shift range, fraction of the width.",
                                      bounds=(0.0, 1.0))
     contrast: float = setting(0.2, "Contrast factor range [1-c, 1+c].", bounds=(0.0, 1.0))
+    crop_probability: float = setting(
+        0.0, "Host: probability that a training painting is seen as a random image_size crop "
+        "at --crop_scale (its stored pixels by default) instead of whole; the other "
+        "transforms apply to the crop.", bounds=(0.0, 1.0))
+
+    def __post_init__(self):
+        super().__post_init__()
+        settings.check_that(not (self.crop_probability and self.on == "device"),
+                            "--crop_probability needs --augment_on=host (the device path "
+                            "sees paintings already resized)")
 
     @property
     def has_geometry(self) -> bool:
-        """Whether a warp is needed: flips, rotation, zoom or translation on."""
+        """Whether a warp is needed: flips, rotation, zoom, translation or crops on."""
         return self.enabled and bool(self.flip_horizontal or self.flip_vertical or self.rotation
-                                     or self.zoom or self.translate_height or self.translate_width)
+                                     or self.zoom or self.translate_height or self.translate_width
+                                     or self.crop_probability)
 
     @property
     def active(self) -> bool:
@@ -147,6 +159,44 @@ def resize_transforms(sizes: tf.Tensor, image_size: int, *, mode: str = "stretch
         zeros, scale_y, (scale_y - 1.0) / 2.0 + offset_y,
         zeros, zeros,
     ], axis=1)
+
+
+def crop_transforms(seed: Seed, sizes: tf.Tensor, image_size: int, *,
+                    crop_scale: float = 0.0) -> tf.Tensor:
+    """[B, 8] transforms from an `image_size` square to a random square of images of `sizes`
+    [B, 2], at a fixed pixel scale: each output pixel covers one input pixel (`crop_scale`
+    0: the decoded pixels), or the painting is seen as if scaled so its shorter side is
+    `views.crop_side` (as evaluation's crops, `pipeline.views`). A painting whose shorter
+    side is below `image_size` is seen whole along it. The crop's origin is in whole input
+    pixels, uniform over the positions that keep the crop inside the painting.
+    """
+    sizes = tf.cast(sizes, tf.float32)
+    shorter = tf.reduce_min(sizes, axis=1)
+    if crop_scale:
+        target = tf.fill(tf.shape(shorter), float(views_lib.crop_side(image_size, crop_scale)))
+    else:
+        target = tf.maximum(shorter, float(image_size))
+    scale = shorter / target  # Input pixels per output pixel.
+    room = sizes - (scale * image_size)[:, None]  # [B, 2]: (y, x) ranges of the origin.
+    origin = tf.floor(tf.random.stateless_uniform(tf.shape(sizes), seed) * room)
+    zeros = tf.zeros_like(scale)
+    return tf.stack([
+        scale, zeros, (scale - 1.0) / 2.0 + origin[:, 1],
+        zeros, scale, (scale - 1.0) / 2.0 + origin[:, 0],
+        zeros, zeros,
+    ], axis=1)
+
+
+def choose_crops(seed: Seed, sizes: tf.Tensor, whole: tf.Tensor, *, image_size: int,
+                 config: AugmentConfig, crop_scale: float) -> tf.Tensor:
+    """`whole` [B, 8] (whole-painting transforms) with each row replaced, with probability
+    `config.crop_probability`, by a random crop's (`crop_transforms`)."""
+    # Its own seeds, folded from the batch's: the other draws stay as without crops.
+    coin_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(
+        tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), 1), 2))
+    coin = tf.random.stateless_uniform([tf.shape(sizes)[0]], coin_seed) < config.crop_probability
+    crops = crop_transforms(crop_seed, sizes, image_size, crop_scale=crop_scale)
+    return tf.where(coin[:, None], crops, whole)
 
 
 def compose(outer: tf.Tensor, inner: tf.Tensor) -> tf.Tensor:
@@ -346,6 +396,7 @@ def random_augment(
 def random_resized_augment(
     pixels: tf.Tensor, offsets: tf.Tensor, sizes: tf.Tensor, seed: Seed, *, image_size: int,
     config: AugmentConfig = AugmentConfig(), resize_mode: str = "stretch",
+    crop_scale: float = 0.0,
 ) -> tf.Tensor:
     """Decoded uint8 paintings of any sizes -> float32 [B, S, S, 3] in [0, 1], augmented.
 
@@ -361,8 +412,15 @@ def random_resized_augment(
     centred square where evaluation would repeat its edge. With `seed` fixed
     and S x S paintings in stretch mode it equals `random_augment` of the
     same pixels.
+
+    With `config.crop_probability`, that many paintings (at random) are
+    seen as a random `image_size` crop at `crop_scale` instead
+    (`crop_transforms`), before the same random geometry.
     """
     base = resize_transforms(sizes, image_size, mode=resize_mode)
+    if config.enabled and config.crop_probability:
+        base = choose_crops(seed, sizes, base, image_size=image_size, config=config,
+                            crop_scale=crop_scale)
     return _augment(pixels, offsets, sizes, seed, config, (image_size, image_size), base)
 
 

@@ -19,6 +19,7 @@ from pipeline import augment as augment_lib
 from pipeline import balance as balance_lib
 from pipeline import ops
 from pipeline import settings
+from pipeline import views as views_lib
 from pipeline.settings import setting
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -35,6 +36,11 @@ SERVICE_MODES = ("distributed_epoch", "parallel_epochs")
 # first shrunk with antialiasing, so the plain bilinear warp downsamples by
 # at most 2.25 x 1.2 (zoom) and a batch of decoded paintings stays < 45 MB.
 MAX_SIDE_FACTOR = 2.25
+# Training crops of stored pixels decode paintings up to this side as they are
+# (best_artworks stores 320 px on the shorter side, <= 640 on the longer);
+# larger ones (e.g. `all_source_size`) are shrunk to it first, so their crops
+# are at that scale, and a batch of 32 stays < 400 MB.
+STORED_CROP_MAX_SIDE = 2048
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +60,31 @@ class DataConfig(settings.Section):
                            "counts) or resample (in-graph rebalancing).", choices=balance_lib.MODES)
     tf_data_service: str | None = setting(None, "grpc://HOST:PORT of a tf.data service "
                                           "dispatcher to run preprocessing on.")
+    eval_crops: int = setting(0, "Multi-crop inference: crops (centre, then the corners) that "
+                              "evaluation and every serving signature run the model on besides "
+                              "the whole painting, averaging the probabilities (0: the whole "
+                              "painting only).", bounds=(0, views_lib.MAX_CROPS))
+    crop_scale: float = setting(0.0, "Scale of crops, evaluation's and training's "
+                                "(--crop_probability): image_size crops of the painting scaled "
+                                "so its shorter side is crop_scale x image_size; 0: of its stored "
+                                "pixels.", bounds=(0.0, 16.0))
+    test_flips: bool = setting(False, "Test-time flips: evaluation and serving also run the "
+                               "mirror image of every view.")
+
+    def __post_init__(self):
+        super().__post_init__()
+        settings.check_that(not 0 < self.crop_scale < 1,
+                            f"--crop_scale={self.crop_scale}: 0 (stored pixels) or >= 1")
+
+    @property
+    def views(self) -> views_lib.Views:
+        """What evaluation (and the exported model) runs the model on, per painting."""
+        return views_lib.Views(self.image_size, self.resize_mode, crops=self.eval_crops,
+                               crop_scale=self.crop_scale, flips=self.test_flips)
+
+    def single_view(self) -> "DataConfig":
+        """The same without multi-crop inference: whole paintings, one per example."""
+        return dataclasses.replace(self, eval_crops=0, test_flips=False)
 
 
 class DatasetError(ValueError):
@@ -85,9 +116,19 @@ def artist_names(builder: tfds.core.DatasetBuilder) -> list[str]:
     return list(builder.info.features["label"].names)
 
 
-def default_max_side(image_size: int) -> int:
-    """The largest side host augmentation decodes to, when `create_split` is given none."""
-    return math.ceil(MAX_SIDE_FACTOR * image_size)
+def default_max_side(image_size: int, *, crop_scale: float | None = None) -> int:
+    """The largest side host augmentation decodes to, when `create_split` is given none.
+
+    With training crops (`crop_scale` not None) the painting must stay larger
+    than `image_size`: crops of stored pixels (0) keep paintings up to
+    `STORED_CROP_MAX_SIDE` as they are; at a chosen scale, up to
+    `MAX_SIDE_FACTOR` x that scale's side on the shorter side of a 2:1 painting.
+    """
+    if crop_scale is None:
+        return math.ceil(MAX_SIDE_FACTOR * image_size)
+    if not crop_scale:
+        return max(STORED_CROP_MAX_SIDE, math.ceil(MAX_SIDE_FACTOR * image_size))
+    return math.ceil(2 * MAX_SIDE_FACTOR * views_lib.crop_side(image_size, crop_scale))
 
 
 # --- Stages, in the order `create_split` applies them ----------------------------------
@@ -124,19 +165,24 @@ def encoded_images(builder, split: str) -> list[bytes]:
     return list(ds.as_numpy_iterator())
 
 
+def encoded_split(builder, split: str, *, batch_size: int) -> tf.data.Dataset:
+    """Batches of (encoded bytes [B], labels) in stored order: a split as a server receives it."""
+    ds = read_shards(builder, split, training=False, seed=0)
+    return ds.map(lambda f: (f["image"], f["label"])).batch(batch_size).prefetch(AUTOTUNE)
+
+
 def gallery_split(builder, split: str, data: DataConfig, *, keep, thumbnail_px: int,
                   batch_size: int = 64) -> tf.data.Dataset:
-    """Batches of {"image": uint8 squares as evaluation decodes them, "label", "file_name",
-    "thumbnail": JPEG bytes, longer side <= `thumbnail_px`}: `split` in stored order, only the
-    records whose entry in the boolean `keep` [examples] is True."""
+    """Batches of {"image": uint8 squares (or views) as evaluation decodes them, "label",
+    "file_name", "thumbnail": JPEG bytes, longer side <= `thumbnail_px`}: `split` in stored
+    order, only the records whose entry in the boolean `keep` [examples] is True."""
     ds = builder.as_dataset(split=split, shuffle_files=False,
                             decoders={"image": tfds.decode.SkipDecoding()})
     keep = tf.constant(keep, tf.bool)
     ds = ds.enumerate().filter(lambda index, _: keep[index]).map(lambda _, features: features)
 
     def decode(features):
-        return {"image": ops.decode_resized(features["image"], data.image_size,
-                                            mode=data.resize_mode),
+        return {"image": views_lib.decode(features["image"], data.views),
                 "label": features["label"], "file_name": features["file_name"],
                 "thumbnail": ops.thumbnail_jpeg(features["image"], thumbnail_px)}
 
@@ -145,11 +191,15 @@ def gallery_split(builder, split: str, data: DataConfig, *, keep, thumbnail_px: 
 
 
 def decoder(data: DataConfig, *, for_warp: bool, max_side: int):
-    """The per-record decode: whole paintings (at most `max_side`) for the warp, else squares."""
+    """The per-record decode: whole paintings (at most `max_side`) for the warp, else squares
+    (`data.views`: [V, S, S, 3] views of each painting for multi-crop inference)."""
     if for_warp:
         return functools.partial(ops.decode_within, max_side=max_side)
-    return functools.partial(ops.decode_and_resize, image_size=data.image_size,
-                             mode=data.resize_mode)
+    if data.views.count == 1:
+        return functools.partial(ops.decode_and_resize, image_size=data.image_size,
+                                 mode=data.resize_mode)
+    spec = data.views
+    return lambda features: {**features, "image": views_lib.decode(features["image"], spec)}
 
 
 def cache_decoded(ds: tf.data.Dataset, decode, parallel: dict) -> tf.data.Dataset:
@@ -195,7 +245,8 @@ def warp_paintings(ds: tf.data.Dataset, data: DataConfig, augment: augment_lib.A
     """Batched paintings -> {"image": float32 [B, S, S, 3], "label"}: resized and augmented
     by one warp."""
     warp = functools.partial(augment_lib.random_resized_augment, image_size=data.image_size,
-                             config=augment, resize_mode=data.resize_mode)
+                             config=augment, resize_mode=data.resize_mode,
+                             crop_scale=data.crop_scale)
     # A fresh, seeded pair per batch and per epoch: stateless, so reproducible.
     return tf.data.Dataset.zip(ds, augment_lib.batch_seeds(seed)).map(
         lambda f, s: {"image": warp(f["pixels"], f["offset"], f["size"], s), "label": f["label"]},
@@ -259,6 +310,10 @@ def create_split(
 ) -> tf.data.Dataset:
     """Batches of (float32 images [B, S, S, 3] in [0, 1], labels) ready for `model.fit`.
 
+    Evaluation splits with multi-crop inference (`data.views`, more than one
+    view) give images [B, V, S, S, 3] instead: every view of each painting
+    (`pipeline.views`), for `serving.multiview` to combine.
+
     Training splits are shuffled (encoded records), augmented and drop the
     last partial batch (static shapes); evaluation splits are neither, never
     rebalanced, and come in stored order, the same every time. Labels are
@@ -291,9 +346,13 @@ def create_split(
                            f"batch of {data.batch_size}")
     host_augment = training and augment.active and augment.on == "host"
     for_warp = host_augment and augment.has_geometry
-    max_side = max_side or default_max_side(data.image_size)
+    crops = for_warp and augment.crop_probability > 0
+    max_side = max_side or default_max_side(data.image_size,
+                                            crop_scale=data.crop_scale if crops else None)
     parallel = dict(num_parallel_calls=AUTOTUNE, deterministic=deterministic or not training)
-    decode = decoder(data, for_warp=for_warp, max_side=max_side)
+    # Training sees one view of a painting per example; multi-crop is inference's.
+    decode = decoder(data.single_view() if training else data, for_warp=for_warp,
+                     max_side=max_side)
 
     ds = read_shards(builder, split, training=training, seed=seed,
                      whole_split=not data.tf_data_service, input_context=input_context)

@@ -11,6 +11,8 @@ the gradient of the chosen artist's logit, averaged over the map.
 import keras
 import tensorflow as tf
 
+from serving import multiview
+
 
 def _graph_outputs(model: keras.Model) -> list[keras.KerasTensor]:
     """Every layer's output tensor in `model`'s own graph, inputs first.
@@ -59,6 +61,14 @@ def grad_cam(feature_maps: tf.Tensor, gradients: tf.Tensor) -> tf.Tensor:
     return tf.math.divide_no_nan(heatmaps, peak)
 
 
+def embed(explainer: keras.Model, images: tf.Tensor) -> tf.Tensor:
+    """Float images [B, S, S, 3] (or views [B, V, S, S, 3]) -> normalised embeddings [B, D]:
+    with views, the mean direction of theirs (`multiview.combine_embeddings`)."""
+    flat, views = multiview.flatten(images)
+    return multiview.combine_embeddings(
+        normalized_embeddings(explainer(flat, training=False)[1]), views)
+
+
 def analyze(explainer: keras.Model, images: tf.Tensor, artist_ids: tf.Tensor | None = None
             ) -> dict[str, tf.Tensor]:
     """One forward and backward pass over float images in [0, 1].
@@ -66,17 +76,26 @@ def analyze(explainer: keras.Model, images: tf.Tensor, artist_ids: tf.Tensor | N
     Returns `logits` [batch, artists] (float32), `embeddings` (normalised) [batch, D],
     `heatmaps` [batch, h, w] for `artist_ids` [batch] (default: each image's
     top-1 artist), and `explained_ids` [batch], the artists explained.
+
+    Views [batch, V, S, S, 3] (multi-crop inference) run in the same pass:
+    logits and embeddings combine all views (`serving.multiview`), the
+    default artist is the combined top-1, and the heatmap is Grad-CAM on the
+    whole-painting view (a map over crops would not line up with the painting).
     """
+    flat, views = multiview.flatten(images)
     with tf.GradientTape() as tape:
-        feature_maps, embeddings, logits = explainer(images, training=False)
-        logits = tf.cast(logits, tf.float32)
+        feature_maps, embeddings, view_logits = explainer(flat, training=False)
+        view_logits = tf.cast(view_logits, tf.float32)
+        logits = multiview.combine_logits(view_logits, views)
         if artist_ids is None:
             artist_ids = tf.argmax(logits, axis=-1, output_type=tf.int32)
-        chosen = tf.gather(logits, artist_ids, axis=1, batch_dims=1)
+        chosen = tf.gather(multiview.whole_views(view_logits, views), artist_ids, axis=1,
+                           batch_dims=1)
     gradients = tape.gradient(chosen, feature_maps)
     return {
         "logits": logits,
-        "embeddings": normalized_embeddings(embeddings),
-        "heatmaps": grad_cam(feature_maps, gradients),
+        "embeddings": multiview.combine_embeddings(normalized_embeddings(embeddings), views),
+        "heatmaps": grad_cam(multiview.whole_views(feature_maps, views),
+                             multiview.whole_views(gradients, views)),
         "explained_ids": artist_ids,
     }

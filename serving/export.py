@@ -43,6 +43,15 @@ pixels than `max_pixels`) fails the call with InvalidArgument "images[i]: ..."
 before anything is decoded; the loaded model keeps serving. Every signature
 that takes `images` decodes them with the same `decode_batch`.
 
+Multi-crop inference (`crops`, `flips`; "views" in `metadata`): every
+signature that answers with probabilities runs the model on the whole
+painting, its crops and (with flips) their mirror images, made by
+`pipeline.views` as evaluation makes them, and averages the probabilities
+(`serving.multiview`: log of the mean softmax, then the temperature).
+`embed` and `similar` use the mean direction of the views' embeddings (the
+gallery is embedded the same way); `explain`'s heatmap is Grad-CAM on the
+whole-painting view, for the artist the combined probabilities rank first.
+
 Decoding, resizing and rescaling are `pipeline.ops`' own functions, the ones
 evaluation uses (`ops.decode_resized`): a JPEG at least 4x the model's input
 is decoded at 1/2, 1/4 or 1/8 scale by libjpeg, then area-resized, so a served
@@ -59,8 +68,9 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline import ops, settings
+from pipeline import views as views_lib
 from pipeline.settings import setting
-from serving import explain, request_checks
+from serving import explain, multiview, request_checks
 from serving import gallery as gallery_lib
 
 SERVING_INPUT = request_checks.SERVING_INPUT
@@ -122,32 +132,51 @@ class Answer:
 # --- Requests -> model inputs ---------------------------------------------------------
 
 
+def _views_shape(spec: views_lib.Views) -> list[int]:
+    """One painting's model input: [S, S, 3], or [V, S, S, 3] with multi-crop inference."""
+    square = [spec.image_size, spec.image_size, 3]
+    return square if spec.count == 1 else [spec.count, *square]
+
+
 def decode_batch(
-    images: tf.Tensor, *, image_size: int, resize_mode: str, max_pixels: int = DEFAULT_MAX_PIXELS
+    images: tf.Tensor, *, image_size: int, resize_mode: str, max_pixels: int = DEFAULT_MAX_PIXELS,
+    views: views_lib.Views | None = None,
 ) -> tf.Tensor:
-    """Encoded images [batch] -> uint8 [batch, size, size, 3], as `ops.decode_resized` makes them.
+    """Encoded images [batch] -> uint8 [batch, size, size, 3], as `ops.decode_resized` makes them;
+    with multi-crop `views`, uint8 [batch, V, size, size, 3] as `pipeline.views.decode` makes them.
 
     The header checks already read each JPEG's size, so the scale libjpeg
     decodes at (`ops.jpeg_ratio_index`) is chosen for the whole batch at once.
     """
+    spec = views or views_lib.Views(image_size, resize_mode)
     images, is_jpeg, shapes = request_checks.check_encoded(images, max_pixels=max_pixels)
-    ratio_index = tf.where(is_jpeg, ops.jpeg_ratio_index(tf.reduce_min(shapes, axis=1), image_size), 0)
+    if spec.decode_size is None:  # Crops of the painting's own pixels: decoded whole.
+        ratio_index = tf.zeros_like(is_jpeg, tf.int32)
+    else:
+        ratio_index = tf.where(
+            is_jpeg, ops.jpeg_ratio_index(tf.reduce_min(shapes, axis=1), spec.decode_size), 0)
 
     def decode_one(args: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
         encoded, index = args
-        return ops.resize(ops.decode_at_ratio(encoded, index), image_size, mode=resize_mode)
+        return views_lib.model_input(ops.decode_at_ratio(encoded, index), spec)
 
     # Each image has its own size and format, so decode one by one, several at a time.
     return tf.map_fn(decode_one, (images, ratio_index), parallel_iterations=DECODE_PARALLELISM,
-                     fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.uint8))
+                     fn_output_signature=tf.TensorSpec(_views_shape(spec), tf.uint8))
 
 
-def resize_batch(pixels: tf.Tensor, *, image_size: int, resize_mode: str) -> tf.Tensor:
-    """uint8 [batch, h, w, 3] of any size -> uint8 [batch, size, size, 3]."""
+def resize_batch(pixels: tf.Tensor, *, image_size: int, resize_mode: str,
+                 views: views_lib.Views | None = None) -> tf.Tensor:
+    """uint8 [batch, h, w, 3] of any size -> uint8 [batch, size, size, 3] (with multi-crop
+    `views`, [batch, V, size, size, 3])."""
     shape = tf.shape(pixels)
     with tf.control_dependencies([tf.debugging.assert_positive(
             shape[1:3], message=f"{PIXELS_INPUT}: images must be at least 1x1 pixels")]):
         pixels = tf.identity(pixels)
+    if views is not None and views.count > 1:
+        return tf.map_fn(lambda image: views_lib.views(image, views), pixels,
+                         parallel_iterations=DECODE_PARALLELISM,
+                         fn_output_signature=tf.TensorSpec(_views_shape(views), tf.uint8))
 
     def resize_each() -> tf.Tensor:
         return tf.map_fn(lambda image: ops.resize(image, image_size, mode=resize_mode), pixels,
@@ -200,6 +229,7 @@ def build_metadata(
     gallery_info: dict | None = None,
     calibration: dict | None = None,
     abstention: dict | None = None,
+    views: dict | None = None,
 ) -> dict:
     """The document stored as `assets.extra/metadata.json` and in the `metadata` signature."""
     extra = dict(metadata or {})
@@ -238,6 +268,7 @@ def build_metadata(
                 "panel": f"{SERVING_INPUT} -> serving_default's and explain's outputs"}),
             "metadata": "no inputs; this document as JSON",
         },
+        "views": views,
         "gallery": gallery_info,
         "calibration": calibration,
         "abstention": abstention,
@@ -266,6 +297,9 @@ def export_model(
     temperature: float = 1.0,
     min_confidence: float = 0.0,
     abstention: dict | None = None,
+    crops: int = 0,
+    crop_scale: float = 0.0,
+    flips: bool = False,
 ) -> str:
     """Writes the SavedModel described in this module's docstring; returns `path`.
 
@@ -276,11 +310,14 @@ def export_model(
     declare. With a non-empty `gallery` (`gallery.build`), the model answers
     `similar` too. `temperature` divides the logits; `unknown` is true where the
     top probability is below `min_confidence`; `abstention` describes how that
-    was chosen (stored in the metadata).
+    was chosen (stored in the metadata). `crops`, `crop_scale` and `flips`: multi-crop
+    inference (`pipeline.views`), as the run's `DataConfig.views` evaluated it.
     """
     if resize_mode not in ops.RESIZE_MODES:
         raise ValueError(f"resize_mode must be one of {ops.RESIZE_MODES}, got {resize_mode!r}")
     top_k = min(top_k, len(artist_names))
+    spec = views_lib.Views(image_size, resize_mode, crops=crops, crop_scale=crop_scale,
+                           flips=flips)
     artists = tf.constant(list(artist_names))
     answer = Answer(artists, top_k, temperature=temperature, min_confidence=min_confidence)
     explainer = explain.explainable(model)
@@ -296,19 +333,20 @@ def export_model(
                      "are divided by it), fitted on the validation split by NLL"},
         abstention={"min_confidence": min_confidence,
                     "rule": "unknown when the top probability < min_confidence",
-                    **(abstention or {})})
+                    **(abstention or {})},
+        views=spec.describe())
     document_json = tf.constant(json.dumps(document, ensure_ascii=False))
 
     def predict(uint8_pixels: tf.Tensor) -> dict[str, tf.Tensor]:
-        return answer.outputs(answer.probabilities(model(ops.rescale(uint8_pixels),
-                                                         training=False)))
+        return answer.outputs(answer.probabilities(
+            multiview.painting_logits(model, ops.rescale(uint8_pixels))))
 
     def resized(pixels: tf.Tensor) -> tf.Tensor:
-        return resize_batch(pixels, image_size=image_size, resize_mode=resize_mode)
+        return resize_batch(pixels, image_size=image_size, resize_mode=resize_mode, views=spec)
 
     def decoded(images: tf.Tensor) -> tf.Tensor:
         return decode_batch(images, image_size=image_size, resize_mode=resize_mode,
-                            max_pixels=max_pixels)
+                            max_pixels=max_pixels, views=spec)
 
     def explained(images: tf.Tensor, artist_ids: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
         outputs = explain.analyze(explainer, ops.rescale(decoded(images)), artist_ids)
@@ -336,8 +374,7 @@ def export_model(
 
     @tf.function(input_signature=[images_spec])
     def serve_embed(images):
-        embeddings = explainer(ops.rescale(decoded(images)), training=False)[1]
-        return {"embeddings": explain.normalized_embeddings(embeddings)}
+        return {"embeddings": explain.embed(explainer, ops.rescale(decoded(images)))}
 
     @tf.function(input_signature=[images_spec])
     def serve_explain(images):
@@ -410,7 +447,8 @@ def export_tflite(
     """Writes float32 and dynamic-range quantised TFLite models into directory `path`.
 
     Input: float32 [1, image_size, image_size, 3] in [0, 1] (decode, resize and
-    rescale on the device, as `ops` does); output: probabilities [1, artists].
+    rescale on the device, as `ops` does); output: probabilities [1, artists]. One view:
+    a model exported with multi-crop inference answers here for the whole painting only.
     Returns {"float32": file, "dynamic_range": file}. With `artist_names`, also
     writes `artists.txt` (line i names class i).
     """

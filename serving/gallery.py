@@ -55,18 +55,20 @@ def choose(labels: np.ndarray, per_artist: int, *, seed: int) -> np.ndarray:
 
 
 def embedding_fn(explainer):
-    """float images [batch, S, S, 3] in [0, 1] -> normalised embeddings, numpy."""
+    """float images [batch, S, S, 3] in [0, 1] (or views [batch, V, S, S, 3]) -> normalised
+    embeddings, numpy (`explain.embed`)."""
 
     @tf.function
     def embed(images):
-        return explain.normalized_embeddings(explainer(images, training=False)[1])
+        return explain.embed(explainer, images)
 
     return lambda images: embed(images).numpy()
 
 
 def build(explainer, builder, split: str, data: pipeline.DataConfig, *, per_artist: int,
           seed: int) -> Gallery:
-    """Embeds the kept paintings of `split`, decoded as evaluation decodes them."""
+    """Embeds the kept paintings of `split`, decoded as evaluation decodes them (their views'
+    mean embedding with multi-crop inference, as the `embed` signature gives)."""
     keep = choose(pipeline.split_labels(builder, split), per_artist, seed=seed)
     embed = embedding_fn(explainer)
     columns = {"embeddings": [], "labels": [], "file_names": [], "thumbnails": []}

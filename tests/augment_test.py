@@ -1,6 +1,7 @@
 """The fused host warp, the device layer and their building blocks, on synthetic images."""
 
 import dataclasses
+import math
 
 import keras
 import numpy as np
@@ -178,3 +179,56 @@ def test_device_layer_in_a_model_and_round_trip():
     clone = keras.Model.from_config(model.get_config())
     layer = clone.layers[-1]
     assert layer.config == dataclasses.replace(FULL, zoom=0.1) and layer.seed == 3
+
+
+# --- Random crops at a fixed pixel scale (`crop_probability`) ---------------------------
+
+
+def ramp(height: int, width: int) -> np.ndarray:
+    """Channel 0 = row, channel 1 = column: a pixel's value says where it was."""
+    rows, cols = np.mgrid[:height, :width]
+    return np.stack([rows, cols, np.zeros_like(rows)], axis=-1).astype(np.uint8)
+
+
+@pytest.mark.parametrize("crop_scale, step", [(0.0, 1), (2.0, 2)])
+def test_crops_keep_the_pixel_scale(crop_scale, step):
+    # Stored scale: one output pixel per painting pixel (whole-pixel origin: exact copies).
+    # crop_scale 2 at 16 px: the 64-px shorter side is seen as 32 px, 2 pixels a pixel.
+    crops = dataclasses.replace(OFF, crop_probability=1.0)
+    images = [ramp(64, 90), ramp(100, 64)]
+    out = augment.random_resized_augment(*flat(images), SEED, image_size=16, config=crops,
+                                         crop_scale=crop_scale).numpy() * 255
+    for image, crop in zip(images, out):
+        rows, cols = crop[..., 0], crop[..., 1]
+        np.testing.assert_allclose(np.diff(rows, axis=0), step, atol=1e-3)
+        np.testing.assert_allclose(np.diff(cols, axis=1), step, atol=1e-3)
+        np.testing.assert_allclose(np.diff(rows, axis=1), 0, atol=1e-3)
+        # Inside the painting: no reflection at its edges.
+        assert rows.min() >= 0 and rows.max() <= image.shape[0] - 1
+        assert cols.min() >= 0 and cols.max() <= image.shape[1] - 1
+        if step == 1:
+            np.testing.assert_allclose(crop, np.round(crop), atol=1e-4)  # Whole pixels.
+    # Random positions: the two crops start at different places of their paintings.
+    assert (out[0, 0, 0, :2] != out[1, 0, 0, :2]).any()
+
+
+def test_crops_off_or_never_drawn_leave_the_warp_unchanged():
+    images = [noise((40, 56, 3), 1), noise((50, 30, 3), 2)]
+    today = fused(images, FULL, size=24)
+    assert FULL.crop_probability == 0.0 and augment.AugmentConfig().crop_probability == 0.0
+    # Crops drawn (with probability ~0) from their own seeds: every other draw is as before.
+    never = fused(images, dataclasses.replace(FULL, crop_probability=1e-9), size=24)
+    np.testing.assert_array_equal(never, today)
+    always = fused(images, dataclasses.replace(FULL, crop_probability=1.0), size=24)
+    assert np.abs(always - today).mean() > 0.05
+
+
+def test_crops_decode_larger_paintings_and_need_the_host_path():
+    from pipeline import input_pipeline
+    assert input_pipeline.default_max_side(160) == 360
+    stored = input_pipeline.default_max_side(160, crop_scale=0.0)
+    assert stored == input_pipeline.STORED_CROP_MAX_SIDE
+    assert input_pipeline.default_max_side(160, crop_scale=2.0) == math.ceil(2 * 2.25 * 320)
+    assert dataclasses.replace(OFF, crop_probability=0.5).has_geometry
+    with pytest.raises(augment.settings.ConfigError, match="crop_probability.*host"):
+        augment.AugmentConfig(on="device", crop_probability=0.5)

@@ -13,10 +13,12 @@ import tensorflow as tf
 
 import pipeline
 from serving import gallery as gallery_lib
+from serving import multiview
 from trainer import calibration, report
 
-# Float32 images [batch, S, S, 3] in [0, 1] -> probabilities [batch, artists]
-# (or any per-image rows, e.g. embeddings).
+# Float32 images [batch, S, S, 3] in [0, 1] (with multi-crop inference, views
+# [batch, V, S, S, 3]) -> probabilities [batch, artists] (or any per-image rows,
+# e.g. embeddings).
 PredictFn = Callable[[tf.Tensor], np.ndarray]
 
 
@@ -25,10 +27,16 @@ def keras_predict_fn(model: keras.Model, temperature: float = 1.0) -> PredictFn:
     precision), as the exported model computes them."""
 
     @tf.function
-    def predict(images):
-        return tf.nn.softmax(tf.cast(model(images, training=False), tf.float32) / temperature)
+    def predict(images):  # Views [B, V, S, S, 3] too: probabilities averaged (multiview).
+        return tf.nn.softmax(
+            tf.cast(multiview.painting_logits(model, images), tf.float32) / temperature)
 
     return lambda images: predict(images).numpy()
+
+
+def multi_view(document: dict) -> bool:
+    """Whether an exported model (its metadata) runs several views of each painting."""
+    return (document.get("views") or {}).get("count", 1) > 1
 
 
 def saved_model_predict_fn(model_dir: str) -> tuple[PredictFn, dict]:
@@ -37,9 +45,15 @@ def saved_model_predict_fn(model_dir: str) -> tuple[PredictFn, dict]:
     The signature quantises [0, 1] floats back to the uint8 pixels the pipeline
     made (exactly: they are uint8 / 255) and skips its resize for images
     already at the model's size, so it sees what `serving_default` sees.
+    A multi-view model (`multi_view`) makes its views from whole paintings,
+    so its PredictFn is `serving_default` itself, fed encoded files:
+    `predict_split(..., encoded=True)`.
     """
     loaded = tf.saved_model.load(model_dir)
     document = json.loads(loaded.signatures["metadata"]()["metadata"].numpy())
+    if multi_view(document):
+        serve = loaded.signatures["serving_default"]
+        return (lambda images: serve(images=images)["probabilities"].numpy()), document
     signature = loaded.signatures["serve_float_pixels"]
     return (lambda images: signature(pixels=images)["probabilities"].numpy()), document
 
@@ -65,10 +79,15 @@ def fit_answer(builder, split: str, data: pipeline.DataConfig, predict_fn: Predi
 
 
 def predict_split(builder, split: str, data: pipeline.DataConfig,
-                  *fns: PredictFn) -> tuple[np.ndarray, ...]:
-    """(labels, each fn's rows) over a split, in stored order: one pass, however many fns."""
+                  *fns: PredictFn, encoded: bool = False) -> tuple[np.ndarray, ...]:
+    """(labels, each fn's rows) over a split, in stored order: one pass, however many fns.
+
+    `encoded`: the fns take the split's encoded files (`pipeline.encoded_split`), not images.
+    """
     labels, rows = [], [[] for _ in fns]
-    for images, batch_labels in pipeline.create_split(builder, split, data, training=False):
+    batches = (pipeline.encoded_split(builder, split, batch_size=data.batch_size) if encoded
+               else pipeline.create_split(builder, split, data, training=False))
+    for images, batch_labels in batches:
         for fn_rows, fn in zip(rows, fns):
             fn_rows.append(fn(images))
         labels.append(batch_labels.numpy())
@@ -78,22 +97,22 @@ def predict_split(builder, split: str, data: pipeline.DataConfig,
 def evaluate_split(builder, split: str, data: pipeline.DataConfig, predict_fn: PredictFn,
                    out_dir: str, *, gallery: gallery_lib.Gallery | None = None,
                    embed_fn: PredictFn | None = None, temperature: float = 1.0,
-                   min_confidence: float = 0.0) -> dict:
+                   min_confidence: float = 0.0, encoded: bool = False) -> dict:
     """Writes report.json, report.md and the pictures (`report.write_report`); returns the
     metrics.
 
     `predict_fn` gives calibrated probabilities, of logits / `temperature`;
     `min_confidence` is the abstention rule. With a `gallery` and the
     `embed_fn` that made it, the report also gives the nearest-neighbour
-    artist accuracy of the split against the gallery.
+    artist accuracy of the split against the gallery. `encoded`: as `predict_split`'s.
     """
     neighbours = None
     if gallery is not None and len(gallery):
         labels, probabilities, embeddings = predict_split(builder, split, data, predict_fn,
-                                                          embed_fn)
+                                                          embed_fn, encoded=encoded)
         neighbours = gallery_lib.neighbour_metrics(gallery, embeddings, labels)
     else:
-        labels, probabilities = predict_split(builder, split, data, predict_fn)
+        labels, probabilities = predict_split(builder, split, data, predict_fn, encoded=encoded)
     return report.write_report(
         out_dir, labels=labels, probabilities=probabilities,
         names=pipeline.artist_names(builder),

@@ -284,8 +284,9 @@ def fit_phases(config, workdir: str, own_dir: str, strategy, model: keras.Model,
     val_ds = None
     if "validation" in builder.info.splits:
         context = tf.distribute.InputContext(worker_count(strategy), task_id(strategy), replicas)
-        val_ds = pipeline.create_split(builder, "validation", data, training=False,
-                                       input_context=context, **options)
+        # Whole paintings, as `fit` validates (`train_lib.create_inputs`).
+        val_ds = pipeline.create_split(builder, "validation", data.single_view(),
+                                       training=False, input_context=context, **options)
     training, base = config.training, config.optimizer.learning_rate
     phases = [(0, training.epochs, True, base)]
     if training.freeze_epochs:

@@ -146,8 +146,11 @@ def create_inputs(config: TrainConfig, builder):
                                      augment=config.augment, **options)
     val_ds = None
     if "validation" in builder.info.splits:
-        val_ds = pipeline.create_split(builder, "validation", evaluation_data(config),
-                                       training=False, **options)
+        # `fit` validates whole paintings (one view each): multi-crop inference is for the
+        # final model (calibration, test report, export), and would cost every epoch.
+        val_data = evaluation_data(config).single_view()
+        val_ds = pipeline.create_split(builder, "validation", val_data, training=False,
+                                       **options)
     return train_ds, val_ds, class_weights(config, builder)
 
 
@@ -305,6 +308,8 @@ def finish(config: TrainConfig, workdir: str, builder, model: keras.Model) -> di
         top_k=config.export.top_k, gallery=gallery, temperature=answer["temperature"],
         min_confidence=answer["min_confidence"],
         abstention={k: v for k, v in answer.items() if k not in ("temperature", "min_confidence")},
+        crops=config.data.eval_crops, crop_scale=config.data.crop_scale,
+        flips=config.data.test_flips,
         metadata={"dataset": builder.info.full_name, "metrics": metrics,
                   "config": config.to_dict()})
     if config.export.export_tflite:

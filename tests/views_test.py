@@ -11,7 +11,7 @@ import tensorflow as tf
 import pipeline
 from pipeline import ops
 from pipeline import views as views_lib
-from serving import explain, export, multiview
+from serving import explain, multiview
 from tests.conftest import encode, make_split, picture, run, tiny_config
 from trainer import evaluation, train_lib
 

@@ -1,20 +1,30 @@
-"""Original recipe vs the project's default recipe, on the same splits and CPU budget.
+"""Recipes and ablations on the same splits and CPU budget, over seeds.
 
-    python benchmarks/recipe_compare.py --source_dir=PAINTINGS --workdir=DIR
+    python benchmarks/recipe_compare.py --source_dir=PAINTINGS --workdir=DIR \
+        [--recipes=original,default] [--ablations=bn_momentum=0,eval_crops=4+test_flips=true] \
+        [--seeds=3]
 
 1. Builds PAINTINGS (a folder of paintings sorted by artist, or the Kaggle
    download) with the `best_artworks` builder into DIR/data.
-2. Trains `--recipe=original` and notes its training CPU time: the budget.
-3. Trains `--recipe=default` with as many epochs as fit in that budget
-   (estimated from timed training steps of both models, then enforced by
-   `--cpu_budget_seconds`).
-4. Prints both test-split results; the last line is one JSON object.
+2. For each seed: trains the first of `--recipes` (the original recipe, by
+   default) for `--original_epochs` and notes its training CPU time: the budget.
+3. Trains every other recipe, and every ablation (the second recipe with the
+   settings of one `--ablations` item changed; `+` joins several), with as many
+   epochs as fit in that budget (estimated from timed training steps of both
+   models, then enforced by `--cpu_budget_seconds`).
+4. Prints each variant's test accuracy and macro-F1 (mean and standard
+   deviation over seeds) and the gain over the first recipe; the last line is
+   one JSON object {variant: {"test_accuracy", "test_accuracy_sd", "macro_f1",
+   "gain", "runs": [per seed: test_accuracy, macro_f1, seconds, cpu_seconds,
+   epochs]}}.
 
-Reruns reuse the built dataset and finished runs (each run's workdir).
+Reruns reuse the built dataset and finished runs (each run's workdir,
+DIR/<variant>/seed<N>).
 """
 
 import json
 import os
+import statistics
 import sys
 import time
 
@@ -26,12 +36,19 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("source_dir", None, "Folder of paintings sorted by artist (manual_dir).")
 flags.DEFINE_string("workdir", None, "Where the dataset and both runs go.")
 flags.DEFINE_string("dataset_config", None, "best_artworks config (default: the builder's).")
-flags.DEFINE_integer("original_epochs", 20, "Epochs of the original recipe (20 is the recipe; "
-                     "fewer for a quick, proportionally budgeted comparison).", lower_bound=1)
+flags.DEFINE_list("recipes", ["original", "default"], "Recipes to compare; the first sets "
+                  "the CPU budget, the second is the base of the ablations.")
+flags.DEFINE_list("ablations", [], "Variants of the second recipe, each name=value (several "
+                  "joined by '+'), e.g. bn_momentum=0,crop_probability=0.5+eval_crops=4.")
+flags.DEFINE_integer("seeds", 1, "Seeds (from --seed): each recipe and ablation runs once "
+                     "per seed, against that seed's budget.", lower_bound=1)
+flags.DEFINE_integer("original_epochs", 20, "Epochs of the first recipe (20 is the original "
+                     "recipe; fewer for a quick, proportionally budgeted comparison).",
+                     lower_bound=1)
 flags.DEFINE_integer("max_default_epochs", 60, "Upper bound on the default recipe's epochs.",
                      lower_bound=1)
-flags.DEFINE_integer("seed", 0, "Seed of both runs.")
-flags.DEFINE_list("set", [], "Settings applied to both runs, as name=value (e.g. "
+flags.DEFINE_integer("seed", 0, "First seed.")
+flags.DEFINE_list("set", [], "Settings applied to every run, as name=value (e.g. "
                   "image_size=64,batch_size=16 for a quick smoke run).")
 flags.mark_flags_as_required(["source_dir", "workdir"])
 
@@ -76,6 +93,21 @@ def summary(metrics: dict) -> dict:
             "epochs": metrics["epochs_run"]}
 
 
+def variants() -> dict[str, tuple[str, dict]]:
+    """{name: (recipe, settings)} for every recipe after the first and every ablation."""
+    from trainer import config as config_lib
+
+    found = {recipe: (recipe, {}) for recipe in FLAGS.recipes[1:]}
+    for ablation in FLAGS.ablations:
+        found[f"{FLAGS.recipes[1]}+{ablation}"] = (
+            FLAGS.recipes[1], config_lib.parse_assignments(ablation.split("+")))
+    return found
+
+
+def mean_and_sd(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 def main(argv):
     del argv
     import configs
@@ -83,35 +115,59 @@ def main(argv):
     from trainer import config as config_lib
     from trainer import train_lib
 
-    memory.tune_malloc()  # As train.py: both recipes run with it.
+    if len(FLAGS.recipes) < 2 and not FLAGS.ablations:
+        raise app.UsageError("--recipes needs a budget recipe and at least one to compare")
+    if FLAGS.ablations and len(FLAGS.recipes) < 2:
+        raise app.UsageError("--ablations vary the second of --recipes: name two")
+    memory.tune_malloc()  # As train.py: every recipe runs with it.
     data_dir = os.path.join(FLAGS.workdir, "data")
     dataset = build_dataset(FLAGS.source_dir, data_dir, FLAGS.dataset_config)
-    common = {"dataset": dataset, "data_dir": data_dir, "seed": FLAGS.seed,
+    common = {"dataset": dataset, "data_dir": data_dir,
               **config_lib.parse_assignments(FLAGS.set)}
+    first = FLAGS.recipes[0]
+    runs: dict[str, list[dict]] = {first: [], **{name: [] for name in variants()}}
+    ratios: dict[str, float] = {}
+    for seed in range(FLAGS.seed, FLAGS.seed + FLAGS.seeds):
+        budget_config = configs.resolve(first, {**common, "seed": seed,
+                                                "epochs": FLAGS.original_epochs})
+        logging.info("Seed %d: training %s, the budget", seed, first)
+        budget_metrics = train_lib.train_and_evaluate(
+            budget_config, os.path.join(FLAGS.workdir, first, f"seed{seed}"))
+        runs[first].append(summary(budget_metrics))
+        budget = budget_metrics["train_cpu_seconds"]
+        num_classes = budget_metrics.get("num_classes") or len(
+            json.load(open(os.path.join(FLAGS.workdir, first, f"seed{seed}", "report.json"),
+                           encoding="utf-8"))["per_artist"])
+        for name, (recipe, settings) in variants().items():
+            config = configs.resolve(recipe, {**common, **settings, "seed": seed})
+            if name not in ratios:
+                ratios[name] = step_cost(config, num_classes) / step_cost(budget_config,
+                                                                          num_classes)
+            per_epoch = budget / budget_metrics["epochs_run"] * ratios[name]
+            # 90%: evaluation passes and tracing also cost CPU inside the budget.
+            epochs = max(2, min(FLAGS.max_default_epochs, int(0.9 * budget / per_epoch)))
+            logging.info("%s, seed %d: step cost x%.2f of %s -> %d epochs in %.0f CPU s",
+                         name, seed, ratios[name], first, epochs, budget)
+            config = configs.resolve(recipe, {
+                **common, **settings, "seed": seed, "epochs": epochs,
+                "warmup_epochs": min(config.optimizer.warmup_epochs, epochs - 1),
+                "cpu_budget_seconds": budget})
+            runs[name].append(summary(train_lib.train_and_evaluate(
+                config, os.path.join(FLAGS.workdir, name.replace("=", "_"), f"seed{seed}"))))
 
-    original = configs.resolve("original", {**common, "epochs": FLAGS.original_epochs})
-    logging.info("Training the original recipe: %s", original)
-    original_metrics = train_lib.train_and_evaluate(original, os.path.join(FLAGS.workdir, "original"))
-    budget = original_metrics["train_cpu_seconds"]
-
-    num_classes = len(json.load(open(os.path.join(FLAGS.workdir, "original", "report.json")))["per_artist"])
-    default = configs.resolve("default", common)
-    ratio = step_cost(default, num_classes) / step_cost(original, num_classes)
-    per_epoch = budget / original_metrics["epochs_run"] * ratio
-    # 90%: evaluation passes and tracing also cost CPU inside the budget.
-    epochs = max(2, min(FLAGS.max_default_epochs, int(0.9 * budget / per_epoch)))
-    logging.info("Default recipe: step cost x%.2f of the original -> %d epochs in %.0f CPU s",
-                 ratio, epochs, budget)
-    default = configs.resolve("default", {**common, "epochs": epochs,
-                                          "warmup_epochs": min(2, epochs - 1),
-                                          "cpu_budget_seconds": budget})
-    default_metrics = train_lib.train_and_evaluate(default, os.path.join(FLAGS.workdir, "default"))
-
-    result = {"original": summary(original_metrics), "default": summary(default_metrics)}
-    gain = result["default"]["test_accuracy"] - result["original"]["test_accuracy"]
-    print(f"original: {result['original']}")
-    print(f"default:  {result['default']}")
-    print(f"default - original: {gain:+.1%} test accuracy")
+    base, _ = mean_and_sd([run["test_accuracy"] for run in runs[first]])
+    result = {}
+    print(f"\n{'variant':<44}{'test accuracy':>18}{'macro-F1':>10}{'gain':>8}"
+          f"{'epochs':>8}{'CPU s':>8}   ({FLAGS.seeds} seed{'s' * (FLAGS.seeds > 1)})")
+    for name, variant_runs in runs.items():
+        accuracy, sd = mean_and_sd([run["test_accuracy"] for run in variant_runs])
+        macro_f1, _ = mean_and_sd([run["macro_f1"] for run in variant_runs])
+        result[name] = {"test_accuracy": round(accuracy, 4), "test_accuracy_sd": round(sd, 4),
+                        "macro_f1": round(macro_f1, 4), "gain": round(accuracy - base, 4),
+                        "runs": variant_runs}
+        print(f"{name:<44}{accuracy:>11.1%} ± {sd:>4.1%}{macro_f1:>10.3f}{accuracy - base:>+8.1%}"
+              f"{statistics.fmean(r['epochs'] for r in variant_runs):>8.1f}"
+              f"{statistics.fmean(r['cpu_seconds'] for r in variant_runs):>8.0f}")
     print(json.dumps(result))
 
 

@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
@@ -58,11 +60,20 @@ def test_recipe_compare(tmp_path):
             Image.fromarray(pixels).save(folder / f"{i}.jpg", quality=90)
     figures = last_json("recipe_compare.py", f"--source_dir={tmp_path / 'source'}",
                         f"--workdir={tmp_path / 'work'}", "--original_epochs=1",
-                        "--max_default_epochs=1", "--set=image_size=32,batch_size=16")
-    assert set(figures) == {"original", "default"}
-    for run in figures.values():
-        assert run["epochs"] == 1 and 0 <= run["test_accuracy"] <= 1
-        assert run["seconds"] > 0 and run["cpu_seconds"] > 0
+                        "--max_default_epochs=2", "--set=image_size=32,batch_size=16",
+                        "--ablations=bn_momentum=0", "--seeds=2")
+    assert set(figures) == {"original", "default", "default+bn_momentum=0"}
+    for variant in figures.values():
+        assert len(variant["runs"]) == 2  # One per seed.
+        accuracies = [run["test_accuracy"] for run in variant["runs"]]
+        assert variant["test_accuracy"] == pytest.approx(sum(accuracies) / 2, abs=1e-4)
+        for run in variant["runs"]:
+            assert 0 <= run["test_accuracy"] <= 1 and run["epochs"] >= 1
+            assert run["seconds"] > 0 and run["cpu_seconds"] > 0
+    assert figures["original"]["gain"] == 0
+    config = json.loads((tmp_path / "work" / "default+bn_momentum_0" / "seed1" /
+                         "config.json").read_text())
+    assert config["model"]["bn_momentum"] == 0 and config["run"]["seed"] == 1
 
 
 def test_app_bench(tiny_saved_model, tmp_path):

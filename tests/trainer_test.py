@@ -498,3 +498,23 @@ def test_curves_plot_a_run_without_validation(tmp_path):
     report.plot_curves(str(metrics_csv), str(tmp_path / "curves.png"))
     with open(tmp_path / "curves.png", "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("setting, steps, expected", [
+    (0.97, 18, 0.97),  # Given: kept.
+    (0.0, 18, 0.9),  # A few hundred paintings: 1 - 2/18 = 0.889, at least 0.9.
+    (0.0, 68, 1 - 2 / 68),  # Devset at batch 32: 0.971.
+    (0.0, 1000, 0.99),  # Large collections: Keras' default, at most.
+])
+def test_batch_norm_momentum_matched_to_the_steps_per_epoch(setting, steps, expected):
+    assert models.batch_norm_momentum(setting, steps) == pytest.approx(expected)
+
+
+def test_batch_norm_momentum_reaches_every_layer_of_a_run(tiny_data_dir, tmp_path):
+    config = tiny_config(tiny_data_dir, model="resnet_small", bn_momentum=0.0, epochs=1,
+                         warmup_epochs=0, gallery_per_artist=0)
+    builder = pipeline.load_builder(config.data.dataset, data_dir=config.data.data_dir)
+    steps = builder.info.splits["train"].num_examples // config.data.batch_size
+    model = train_lib.train(config, str(tmp_path), builder)
+    momenta = {layer.momentum for layer in models.batch_norm_layers(model)}
+    assert momenta == {models.batch_norm_momentum(0.0, steps)} and 0.9 <= momenta.pop() < 0.99

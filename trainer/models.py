@@ -135,6 +135,11 @@ class ModelConfig(settings.Section):
                            "layer but the classifier is taken).")
     dropout: float = setting(0.2, "Dropout before the classifier (resnet_small, backbone).",
                              bounds=(0.0, 0.99))
+    bn_momentum: float = setting(
+        0.99, "resnet_small: momentum of batch norm's moving averages while training "
+        "(Keras' default 0.99); 0: matched to the collection, so that they span about half "
+        "an epoch (1 - 2 / steps per epoch, within 0.9-0.99). A backbone keeps its own.",
+        bounds=(0.0, 0.9999))
 
     def __post_init__(self):
         super().__post_init__()
@@ -196,6 +201,11 @@ def set_backbone_trainable(model: keras.Model, trainable: bool) -> bool:
     return True
 
 
+def batch_norm_layers(model: keras.Model) -> list:
+    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+            if isinstance(layer, layers.BatchNormalization)]
+
+
 def synchronize_batch_norm(model: keras.Model) -> int:
     """Batch norm over the global batch of every replica (TensorFlow backend): its moving
     statistics, like the weights, then stay equal on every worker. Returns the layers set.
@@ -203,9 +213,24 @@ def synchronize_batch_norm(model: keras.Model) -> int:
     Keras reads `synchronized` at call time, so a built model (a keras.applications
     backbone too) switches without rebuilding; it saves and serves as it was.
     """
-    layers_set = 0
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, layers.BatchNormalization):
-            layer.synchronized = True
-            layers_set += 1
-    return layers_set
+    found = batch_norm_layers(model)
+    for layer in found:
+        layer.synchronized = True
+    return len(found)
+
+
+def batch_norm_momentum(setting: float, steps_per_epoch: int) -> float:
+    """`--bn_momentum`, or for 0 the momentum whose moving averages span about half an
+    epoch: with few steps an epoch, 0.99 (a span of ~100 steps) trails the weights by
+    epochs, and validation of a small collection sits at chance while training learns."""
+    if setting:
+        return setting
+    return min(0.99, max(0.9, 1 - 2 / max(steps_per_epoch, 1)))
+
+
+def set_batch_norm_momentum(model: keras.Model, momentum: float) -> int:
+    """Sets every batch-norm layer's momentum (read at call time); returns the layers set."""
+    found = batch_norm_layers(model)
+    for layer in found:
+        layer.momentum = float(momentum)
+    return len(found)

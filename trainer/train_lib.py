@@ -211,11 +211,17 @@ def train(config: TrainConfig, workdir: str, builder) -> keras.Model:
     logging.info("%s: %d artists, %s", builder.info.full_name, len(artists),
                  ", ".join(f"{s} {splits[s].num_examples}" for s in splits))
     best_weights = os.path.join(workdir, callbacks_lib.BEST_WEIGHTS)
+    steps_per_epoch = splits["train"].num_examples // config.data.batch_size
+    # A keras.applications backbone keeps the momentum it was built (and pretrained) with.
+    momentum = (None if config.model.name == "backbone"
+                else models.batch_norm_momentum(config.model.bn_momentum, steps_per_epoch))
     if config.run.strategy == "multi_worker":
         with loop.worker_directory(workdir, strategy) as own_dir:
             with precision_policy(config.run.precision), strategy.scope():
                 model = build_model(config, len(artists))
                 fit_model = training_model(config, model)
+                if momentum:
+                    models.set_batch_norm_momentum(fit_model, momentum)
                 models.synchronize_batch_norm(fit_model)
                 loop.fit_phases(config, workdir, own_dir, strategy, model, fit_model, builder,
                                 num_classes=len(artists),
@@ -228,9 +234,12 @@ def train(config: TrainConfig, workdir: str, builder) -> keras.Model:
     with precision_policy(config.run.precision), strategy.scope():
         model = build_model(config, len(artists))
         fit_model = training_model(config, model)
+        if momentum and models.set_batch_norm_momentum(fit_model, momentum):
+            logging.info("batch norm: momentum %.3f (%d steps an epoch)", momentum,
+                         steps_per_epoch)
         train_ds, val_ds, class_weight = create_inputs(config, builder)
         fit_phases(config, workdir, model, fit_model, train_ds, val_ds,
-                   steps_per_epoch=splits["train"].num_examples // config.data.batch_size,
+                   steps_per_epoch=steps_per_epoch,
                    num_classes=len(artists), class_weight=class_weight)
         if os.path.exists(best_weights):
             fit_model.load_weights(best_weights)

@@ -124,7 +124,7 @@ def _all_sum_function(strategy):
 
 def all_sum(strategy, values) -> np.ndarray:
     """`values` summed over every worker (every worker must call it, in the same order)."""
-    return _all_sum_function(strategy)(tf.constant(values, tf.float32)).numpy()
+    return _all_sum_function(strategy)(tf.cast(values, tf.float32)).numpy()
 
 
 class Loop:
@@ -174,7 +174,8 @@ class Loop:
 
     def _train_step(self, iterator):
         counts = self.strategy.run(self._train_replica, args=next(iterator))
-        return self.strategy.reduce(SUM, counts, axis=None)
+        # This worker's replicas only: the workers' counts are summed once an epoch.
+        return tf.add_n(self.strategy.experimental_local_results(counts))
 
     def _evaluate_step(self, images, labels):
         logits = self.model(images, training=False)
@@ -183,12 +184,12 @@ class Loop:
                             top_k=self.top_k)
 
     def train_epoch(self, iterator, steps: int) -> np.ndarray:
-        counts = np.zeros(len(COUNTS))
+        counts = tf.zeros(len(COUNTS))
         for step in range(steps):
-            counts += self.train_step(iterator).numpy()
+            counts += self.train_step(iterator)  # No .numpy(): steps stay asynchronous.
             if (step + 1) % max(1, steps // 4) == 0:
                 logging.log_every_n_seconds(logging.INFO, "  step %d/%d", 30, step + 1, steps)
-        return counts
+        return all_sum(self.strategy, counts)
 
     def evaluate(self, dataset) -> np.ndarray:
         """This worker's share of the split, scored locally, then summed over workers."""

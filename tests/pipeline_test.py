@@ -233,8 +233,9 @@ def test_create_split_same_seed_same_batches(tiny_builder):
 
 
 def _dataset_ops(ds: tf.data.Dataset) -> set[str]:
+    variant = ds._variant_tensor  # pylint: disable=protected-access
     graph = tf.compat.v1.GraphDef.FromString(
-        tf.raw_ops.DatasetToGraphV2(input_dataset=ds._variant_tensor).numpy())  # pylint: disable=protected-access
+        tf.raw_ops.DatasetToGraphV2(input_dataset=variant).numpy())
     return {node.op for node in graph.node} | {
         node.op for function in graph.library.function for node in function.node_def}
 

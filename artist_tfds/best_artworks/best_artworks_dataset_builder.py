@@ -34,9 +34,9 @@ SUBSET_ARTISTS = 11
 KAGGLE_URL = "https://www.kaggle.com/datasets/ikarus777/best-artworks-of-all-time"
 # Serialized examples of a split the writer holds in memory before spilling
 # them to temporary files next to the dataset (TFDS's default: 1 GB, i.e. the
-# whole split of any collection up to ~50k stored paintings). Spilled or not,
-# the stored order is the same: TFDS sorts by the key's hash either way, and
-# which split a painting goes to is decided before (splits.py).
+# whole split of a collection of up to ~25-50k stored paintings of 20-40 KB).
+# Spilled or not, the stored order is the same: TFDS sorts by the key's hash
+# either way, and which split a painting goes to is decided before (splits.py).
 SHUFFLE_MEMORY = 64 << 20
 
 

@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 import pytest
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core import shuffle
 
 from artist_tfds.best_artworks import beam_steps
 from artist_tfds.best_artworks import best_artworks_dataset_builder as builder_lib
@@ -292,6 +293,23 @@ def test_enough_shards_for_interleave(medium):
     assert splits_info["train"].num_examples >= 128
     assert splits_info["train"].num_shards == splits_info["train"].num_examples // 64
     assert splits_info["test"].num_shards == 1
+
+
+def test_spilled_shuffle_stores_the_same_splits_in_the_same_order(medium, tmp_path, monkeypatch):
+    spilled = []
+    add = shuffle._Bucket.add  # pylint: disable=protected-access
+    monkeypatch.setattr(shuffle._Bucket, "add",  # pylint: disable=protected-access
+                        lambda bucket, *args: (spilled.append(1), add(bucket, *args)))
+    in_memory = _examples(_build(medium["root"] / "in", tmp_path / "in_memory"))
+    assert not spilled
+    monkeypatch.setattr(builder_lib, "SHUFFLE_MEMORY", 1)  # Spill from the first example.
+    builder = _build(medium["root"] / "in", tmp_path / "spilled")
+    assert len(spilled) == sum(split.num_examples for split in builder.info.splits.values())
+    assert shuffle.MAX_MEM_BUFFER_SIZE == 1000 << 20  # TFDS's own, restored.
+    examples = _examples(builder)
+    assert examples == in_memory
+    assert ({split: list(by_key) for split, by_key in examples.items()}
+            == {split: list(by_key) for split, by_key in in_memory.items()})
 
 
 def test_beam_build_equals_default_build(dummy, tmp_path):

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
 import pipeline
 from pipeline import augment, input_pipeline, ops
@@ -229,6 +230,24 @@ def test_create_split_same_seed_same_batches(tiny_builder):
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(la, lb)
     assert not np.array_equal(a, c)
+
+
+def _dataset_ops(ds: tf.data.Dataset) -> set[str]:
+    variant = ds._variant_tensor  # pylint: disable=protected-access
+    graph = tf.compat.v1.GraphDef.FromString(
+        tf.raw_ops.DatasetToGraphV2(input_dataset=variant).numpy())
+    return {node.op for node in graph.node} | {
+        node.op for function in graph.library.function for node in function.node_def}
+
+
+def test_splits_are_read_without_autocache_with_bounded_read_ahead(tiny_builder):
+    # TFDS would autocache this tiny unshuffled split: every record kept in memory.
+    assert any(op.startswith("CacheDataset") for op in _dataset_ops(tiny_builder.as_dataset(
+        split="test", decoders={"image": tfds.decode.SkipDecoding()})))
+    ds = make_split(tiny_builder, "test", batch_size=5, image_size=24, training=False)
+    assert not any(op.startswith("CacheDataset") for op in _dataset_ops(ds))
+    config = input_pipeline.read_config(shuffle_seed=3)
+    assert config.override_buffer_size == input_pipeline.READ_BUFFER and config.shuffle_seed == 3
 
 
 def test_create_split_evaluation_is_repeatable_and_complete(tiny_builder):

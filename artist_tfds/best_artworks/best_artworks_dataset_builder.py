@@ -1,12 +1,14 @@
 """best_artworks: paintings sorted by artist (the Kaggle set, or any such folder) as a TFDS dataset."""
 
 from collections.abc import Iterator
+import contextlib
 import dataclasses
 import functools
 
 from absl import logging
 from etils import epath
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core import shuffle as tfds_shuffle
 
 from artist_tfds import features as features_lib
 from artist_tfds import leftovers
@@ -30,6 +32,12 @@ STORED_LONG_SIDE = 640
 # has 239, the 12th 194), the config also builds from any other collection.
 SUBSET_ARTISTS = 11
 KAGGLE_URL = "https://www.kaggle.com/datasets/ikarus777/best-artworks-of-all-time"
+# Serialized examples of a split the writer holds in memory before spilling
+# them to temporary files next to the dataset (TFDS's default: 1 GB, i.e. the
+# whole split of a collection of up to ~25-50k stored paintings of 20-40 KB).
+# Spilled or not, the stored order is the same: TFDS sorts by the key's hash
+# either way, and which split a painting goes to is decided before (splits.py).
+SHUFFLE_MEMORY = 64 << 20
 
 
 @dataclasses.dataclass(eq=False)
@@ -48,6 +56,17 @@ class BestArtworksConfig(tfds.core.BuilderConfig):
 def _artist_features() -> tfds.features.FeaturesDict:
     return tfds.features.FeaturesDict(
         {field: tfds.features.Text() for field in metadata.FIELDS})
+
+
+@contextlib.contextmanager
+def _shuffle_memory(limit: int):
+    """TFDS's writer keeps at most `limit` bytes of a split in memory (it has no option)."""
+    default = tfds_shuffle.MAX_MEM_BUFFER_SIZE
+    tfds_shuffle.MAX_MEM_BUFFER_SIZE = min(limit, default)
+    try:
+        yield
+    finally:
+        tfds_shuffle.MAX_MEM_BUFFER_SIZE = default
 
 
 def _spill_path(work_dir: str, index: int) -> epath.Path:
@@ -116,7 +135,8 @@ build_report.json next to the built dataset.
             from artist_tfds.best_artworks import beam_steps  # pylint: disable=g-import-not-at-top
             download_config = beam_steps.pin_runner(download_config)
         leftovers.warn(self.data_dir)  # Folders of killed builds: named, not deleted.
-        with leftovers.work_dir(prefix="best_artworks_") as work_dir:
+        with (leftovers.work_dir(prefix="best_artworks_") as work_dir,
+              _shuffle_memory(SHUFFLE_MEMORY)):
             self._work_dir = work_dir
             super()._download_and_prepare(dl_manager, shards.with_min_shards(download_config))
 

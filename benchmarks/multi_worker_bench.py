@@ -11,13 +11,15 @@ run (the default recipe, `--gallery_per_artist=0`), round by round in turn:
   pinned to one core: the custom loop's own cost against `fit`;
 * `loop x2`: two workers on localhost ports (TF_CONFIG), each pinned to a core
   of its own: what a second machine adds, all-reduce over gRPC included (the
-  network between two real machines is not measured here).
+  network between two real machines is not measured here);
+* `loop x2 local BN`: the same with `--sync_batch_norm=false` (batch norm's
+  statistics per worker: no collective per layer and step).
 
 Each run's speed is training images per second of wall time over its epochs
 after the first (the first pays tracing), read from its metrics.csv (each
 epoch includes its validation pass). The median over rounds is reported,
-with the ratios `loop x1 / fit` (the loop's overhead) and `loop x2 / loop x1`
-(2.0 is perfect scaling). The last line printed is one JSON object.
+with the ratios `loop x1 / fit` (the loop's overhead) and each two-worker
+case over `loop x1` (2.0 is perfect scaling). The last line printed is one JSON object.
 """
 
 import json
@@ -44,7 +46,7 @@ flags.DEFINE_list("train_flags", ["--image_size=160"], "Extra train.py flags for
 flags.DEFINE_string("json_out", None, "Also write the results here.")
 flags.mark_flag_as_required("data_dir")
 
-CASES = ("fit", "loop x1", "loop x2")
+CASES = ("fit", "loop x1", "loop x2", "loop x2 local BN")
 
 
 def free_ports(count: int) -> list[int]:
@@ -68,6 +70,8 @@ def run_case(case: str, workdir: str) -> None:
     elif case == "loop x1":
         commands = [(["taskset", "-c", "0", *args, "--strategy=multi_worker"], env)]
     else:
+        if case == "loop x2 local BN":
+            args.append("--sync_batch_norm=false")
         cluster = {"worker": [f"localhost:{port}" for port in free_ports(2)]}
         commands = [(["taskset", "-c", str(index), *args, "--strategy=multi_worker"],
                      {**env, "TF_CONFIG": json.dumps(
@@ -112,12 +116,15 @@ def main(argv):
     summary = {"images_per_s": {case: round(v, 1) for case, v in median.items()},
                "loop_over_fit": round(median["loop x1"] / median["fit"], 3),
                "two_workers_over_one": round(median["loop x2"] / median["loop x1"], 3),
+               "two_workers_local_bn_over_one": round(median["loop x2 local BN"]
+                                                      / median["loop x1"], 3),
                "runs": {case: [round(v, 1) for v in values] for case, values in speeds.items()}}
-    print(f"\n{'case':<9}{'images/s':>10}   (one core per worker, median of {FLAGS.rounds})")
+    print(f"\n{'case':<17}{'images/s':>10}   (one core per worker, median of {FLAGS.rounds})")
     for case in CASES:
-        print(f"{case:<9}{median[case]:>10.1f}")
+        print(f"{case:<17}{median[case]:>10.1f}")
     print(f"loop x1 / fit: {summary['loop_over_fit']:.3f}    "
-          f"loop x2 / loop x1: {summary['two_workers_over_one']:.3f} (2.0: perfect scaling)")
+          f"loop x2 / loop x1: {summary['two_workers_over_one']:.3f}    "
+          f"local BN: {summary['two_workers_local_bn_over_one']:.3f} (2.0: perfect scaling)")
     line = json.dumps(summary)
     if FLAGS.json_out:
         with open(FLAGS.json_out, "w", encoding="utf-8") as f:

@@ -171,6 +171,7 @@ def test_multi_worker_bench(tiny_data_dir, tmp_path):
                         f"--data_dir={tiny_data_dir}", f"--workdir={tmp_path}", "--epochs=2",
                         "--rounds=1", "--train_flags=--model=seed_cnn,--image_size=32,"
                         "--batch_size=8,--warmup_epochs=1")
-    assert set(figures["images_per_s"]) == {"fit", "loop x1", "loop x2"}
+    assert set(figures["images_per_s"]) == {"fit", "loop x1", "loop x2", "loop x2 local BN"}
     assert all(value > 0 for value in figures["images_per_s"].values())
     assert figures["loop_over_fit"] > 0 and figures["two_workers_over_one"] > 0
+    assert figures["two_workers_local_bn_over_one"] > 0

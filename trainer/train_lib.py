@@ -222,7 +222,8 @@ def train(config: TrainConfig, workdir: str, builder) -> keras.Model:
                 fit_model = training_model(config, model)
                 if momentum:
                     models.set_batch_norm_momentum(fit_model, momentum)
-                models.synchronize_batch_norm(fit_model)
+                if config.run.sync_batch_norm:
+                    models.synchronize_batch_norm(fit_model)
                 loop.fit_phases(config, workdir, own_dir, strategy, model, fit_model, builder,
                                 num_classes=len(artists),
                                 class_weight=class_weights(config, builder))

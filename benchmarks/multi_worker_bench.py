@@ -25,7 +25,6 @@ case over `loop x1` (2.0 is perfect scaling). The last line printed is one JSON 
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,17 +48,9 @@ flags.mark_flag_as_required("data_dir")
 CASES = ("fit", "loop x1", "loop x2", "loop x2 local BN")
 
 
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def run_case(case: str, workdir: str) -> None:
+    from tools.ports import free_ports
+
     args = [sys.executable, "train.py", f"--dataset={FLAGS.dataset}",
             f"--data_dir={FLAGS.data_dir}", f"--workdir={workdir}", f"--epochs={FLAGS.epochs}",
             "--gallery_per_artist=0", *FLAGS.train_flags]

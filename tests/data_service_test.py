@@ -1,7 +1,6 @@
 """tf.data service: an in-process dispatcher and two workers on localhost run create_split."""
 
 import collections
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tests.conftest import ENV, ROOT, TINY, make_split
+from tools.ports import free_ports
 
 service = tf.data.experimental.service
 
@@ -69,12 +69,6 @@ def test_service_mode_is_validated(tiny_builder):
 # --- Separate processes, as deployed -------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
 def start_server(*args: str) -> subprocess.Popen:
     """`python -m pipeline.data_service ...`, once it says it is ready."""
     process = subprocess.Popen([sys.executable, "-m", "pipeline.data_service", *args], cwd=ROOT,
@@ -92,10 +86,10 @@ def epochs_done(workdir) -> int:
 
 def test_training_on_separate_servers_goes_on_when_a_killed_worker_restarts(
         sharded_builder, tmp_path):
-    port = free_port()
+    port = free_ports(1)[0]
     dispatcher = start_server("dispatcher", f"--port={port}", f"--work_dir={tmp_path / 'journal'}",
                               "--worker_timeout_ms=1000")
-    worker_args = [("worker", f"--dispatcher=localhost:{port}", f"--port={free_port()}")
+    worker_args = [("worker", f"--dispatcher=localhost:{port}", f"--port={free_ports(1)[0]}")
                    for _ in range(2)]
     workers = [start_server(*args) for args in worker_args]
     workdir = tmp_path / "run"

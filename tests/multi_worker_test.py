@@ -18,6 +18,7 @@ import tensorflow_datasets as tfds
 
 from pipeline import input_pipeline
 from tests.conftest import ENV, ROOT, TINY, tiny_config
+from tools.ports import free_ports
 from trainer import callbacks as callbacks_lib
 from trainer import config as config_lib
 from trainer import loop, models
@@ -48,17 +49,6 @@ def sharded_data_dir(tmp_path_factory) -> str:
     tfds.builder(TINY, data_dir=data_dir).download_and_prepare(
         download_config=tfds.download.DownloadConfig(num_shards=4))
     return data_dir
-
-
-def free_ports(count: int) -> list[int]:
-    import socket
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def start_workers(ports: list[int], args: list[str], tmp_path, *, record: bool = False,

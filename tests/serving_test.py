@@ -329,8 +329,9 @@ def test_serving_bench_runs_and_ends_with_its_json_line(saved_model_dir, tmp_pat
     assert any(line.startswith("CPU ms per image: decode ") for line in lines)
     figures = json.loads(lines[-1])
     assert list(figures) == ["p50_ms", "p95_ms", "bytes_images_per_s", "tensor_images_per_s",
-                             "ratio"]
+                             "ratio", "bytes_cpu_ms_per_image", "views"]
     assert all(value > 0 for value in figures.values())
+    assert figures["views"] == 1
 
 
 def test_temperature_and_abstention_rule_are_applied_and_stated(tmp_path):

@@ -12,7 +12,7 @@ import pipeline
 from pipeline import ops
 from pipeline import views as views_lib
 from serving import explain, multiview
-from tests.conftest import encode, make_split, picture, run, tiny_config
+from tests.conftest import TINY, encode, make_split, picture, run, tiny_config
 from trainer import evaluation, train_lib
 
 
@@ -168,12 +168,16 @@ def test_explain_and_embed_of_a_multi_view_model(crops_run, tiny_builder):
 
 
 def test_evaluate_py_scores_a_multi_view_model_as_training_did(crops_run, tiny_builder, tmp_path):
-    import evaluate
     _, workdir = crops_run
     with open(os.path.join(workdir, "report.json")) as f:
         trained = json.load(f)
-    scored = evaluate.evaluate(os.path.join(workdir, "saved_model"), tiny_builder, "test",
-                               str(tmp_path))
+    # A process of its own: evaluate.py's flags would clash with serve.py's in this one.
+    result = run(["evaluate.py", f"--model_dir={workdir}/saved_model", f"--dataset={TINY}",
+                  f"--data_dir={tiny_builder.data_dir_root}", "--split=test",
+                  f"--out_dir={tmp_path}/eval"], timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(tmp_path / "eval" / "report.json") as f:
+        scored = json.load(f)
     assert scored["accuracy"] == trained["accuracy"]
     np.testing.assert_allclose(scored["calibration"]["nll"], trained["calibration"]["nll"],
                                rtol=1e-5)

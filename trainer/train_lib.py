@@ -227,11 +227,14 @@ def train(config: TrainConfig, workdir: str, builder) -> keras.Model:
                 loop.fit_phases(config, workdir, own_dir, strategy, model, fit_model, builder,
                                 num_classes=len(artists),
                                 class_weight=class_weights(config, builder))
-            # This worker's best weights, in a model of one machine (evaluated and
-            # exported as any other).
+            # The best weights, in a model of one machine (evaluated and exported as any
+            # other): this worker's own copy, or, if it saved none since a restart (no
+            # better epoch), the chief's from before (the same weights: workers save together).
+            best = os.path.join(own_dir, callbacks_lib.BEST_WEIGHTS)
+            if not os.path.exists(best):
+                best = os.path.join(workdir, callbacks_lib.BEST_WEIGHTS)
             with precision_policy(config.run.precision):
-                return restore_model(config, len(artists),
-                                     os.path.join(own_dir, callbacks_lib.BEST_WEIGHTS))
+                return restore_model(config, len(artists), best)
     with precision_policy(config.run.precision), strategy.scope():
         model = build_model(config, len(artists))
         fit_model = training_model(config, model)

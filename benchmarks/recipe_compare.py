@@ -139,6 +139,12 @@ def main(argv):
             json.load(open(os.path.join(FLAGS.workdir, first, f"seed{seed}", "report.json"),
                            encoding="utf-8"))["per_artist"])
         for name, (recipe, settings) in variants().items():
+            workdir = os.path.join(FLAGS.workdir, name.replace("=", "_"), f"seed{seed}")
+            finished = os.path.join(workdir, train_lib.TEST_METRICS)
+            if os.path.exists(finished):  # Its epochs came from an earlier step-cost estimate.
+                with open(finished, encoding="utf-8") as f:
+                    runs[name].append(summary(json.load(f)))
+                continue
             config = configs.resolve(recipe, {**common, **settings, "seed": seed})
             if name not in ratios:
                 ratios[name] = step_cost(config, num_classes) / step_cost(budget_config,
@@ -152,12 +158,12 @@ def main(argv):
                 **common, **settings, "seed": seed, "epochs": epochs,
                 "warmup_epochs": min(config.optimizer.warmup_epochs, epochs - 1),
                 "cpu_budget_seconds": budget})
-            runs[name].append(summary(train_lib.train_and_evaluate(
-                config, os.path.join(FLAGS.workdir, name.replace("=", "_"), f"seed{seed}"))))
+            runs[name].append(summary(train_lib.train_and_evaluate(config, workdir)))
 
     base, _ = mean_and_sd([run["test_accuracy"] for run in runs[first]])
     result = {}
-    print(f"\n{'variant':<44}{'test accuracy':>18}{'macro-F1':>10}{'gain':>8}"
+    width = max(len(name) for name in runs) + 2
+    print(f"\n{'variant':<{width}}{'test accuracy':>18}{'macro-F1':>10}{'gain':>8}"
           f"{'epochs':>8}{'CPU s':>8}   ({FLAGS.seeds} seed{'s' * (FLAGS.seeds > 1)})")
     for name, variant_runs in runs.items():
         accuracy, sd = mean_and_sd([run["test_accuracy"] for run in variant_runs])
@@ -165,7 +171,7 @@ def main(argv):
         result[name] = {"test_accuracy": round(accuracy, 4), "test_accuracy_sd": round(sd, 4),
                         "macro_f1": round(macro_f1, 4), "gain": round(accuracy - base, 4),
                         "runs": variant_runs}
-        print(f"{name:<44}{accuracy:>11.1%} ± {sd:>4.1%}{macro_f1:>10.3f}{accuracy - base:>+8.1%}"
+        print(f"{name:<{width}}{accuracy:>11.1%} ± {sd:>4.1%}{macro_f1:>10.3f}{accuracy - base:>+8.1%}"
               f"{statistics.fmean(r['epochs'] for r in variant_runs):>8.1f}"
               f"{statistics.fmean(r['cpu_seconds'] for r in variant_runs):>8.0f}")
     print(json.dumps(result))

@@ -58,8 +58,10 @@ def create_strategy() -> tf.distribute.MultiWorkerMirroredStrategy:
         logging.warning("--strategy=multi_worker without TF_CONFIG: training on this "
                         "machine alone")
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    logging.info("MultiWorkerMirroredStrategy: worker %s of %d, %d replicas in all",
-                 task_id(strategy), worker_count(strategy), strategy.num_replicas_in_sync)
+    context = input_context(strategy)
+    logging.info("MultiWorkerMirroredStrategy: worker %d of %d, %d replicas in all",
+                 context.input_pipeline_id, context.num_input_pipelines,
+                 strategy.num_replicas_in_sync)
     return strategy
 
 
@@ -72,12 +74,11 @@ def chief_task() -> bool:
     return int(task.get("index", 0)) == 0
 
 
-def task_id(strategy) -> int:
-    return strategy.cluster_resolver.task_id or 0
-
-
-def worker_count(strategy) -> int:
-    return strategy.extended._num_workers  # No public accessor; InputContext has it too.
+def input_context(strategy) -> tf.distribute.InputContext:
+    """This worker's place among the cluster's input pipelines: the context
+    `distribute_datasets_from_function` gives the training input (no public accessor),
+    a chief task included."""
+    return strategy.extended._make_input_context()
 
 
 def is_chief(strategy) -> bool:
@@ -260,7 +261,7 @@ def worker_directory(workdir: str, strategy):
     if is_chief(strategy):
         yield workdir
         return
-    own_dir = tempfile.mkdtemp(prefix=f"worker{task_id(strategy)}_")
+    own_dir = tempfile.mkdtemp(prefix=f"worker{input_context(strategy).input_pipeline_id}_")
     try:
         yield own_dir
     finally:
@@ -284,10 +285,10 @@ def fit_phases(config, workdir: str, own_dir: str, strategy, model: keras.Model,
             **{**options, "seed": options["seed"] + 1009 * context.input_pipeline_id}).repeat())
     val_ds = None
     if "validation" in builder.info.splits:
-        context = tf.distribute.InputContext(worker_count(strategy), task_id(strategy), replicas)
         # Whole paintings, as `fit` validates (`train_lib.create_inputs`).
         val_ds = pipeline.create_split(builder, "validation", data.single_view(),
-                                       training=False, input_context=context, **options)
+                                       training=False, input_context=input_context(strategy),
+                                       **options)
     training, base = config.training, config.optimizer.learning_rate
     phases = [(0, training.epochs, True, base)]
     if training.freeze_epochs:

@@ -73,11 +73,11 @@ def step_cost(config, num_classes: int, steps: int = 4) -> float:
     from trainer import optim, train_lib
 
     model = train_lib.build_model(config, num_classes)
-    loss, _ = optim.create_loss_and_metrics(config.optimizer, num_classes)
+    loss, _ = optim.create_loss_and_metrics(config, num_classes)
     model.compile(optimizer=optim.create_optimizer(config.optimizer, 1e-3), loss=loss)
     batch, size = config.data.batch_size, config.data.image_size
     x = np.random.default_rng(0).random((batch, size, size, 3), dtype=np.float32)
-    y = np.zeros((batch, num_classes) if optim.uses_one_hot(config.optimizer) else batch)
+    y = np.zeros((batch, num_classes) if optim.uses_one_hot(config) else batch)
     model.train_on_batch(x, y)  # Trace and warm up.
     start = time.process_time()
     for _ in range(steps):

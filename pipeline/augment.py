@@ -72,6 +72,12 @@ class AugmentConfig(settings.Section):
         0.0, "Host: probability that a training painting is seen as a random image_size crop "
         "at --crop_scale (its stored pixels by default) instead of whole; the other "
         "transforms apply to the crop.", bounds=(0.0, 1.0))
+    mixup: float = setting(0.0, "Mixup: each training image blended with another of its batch, "
+                           "labels in proportion; Beta(a, a) shares (0: off; 0.2 is usual).",
+                           bounds=(0.0, 10.0))
+    cutmix: float = setting(0.0, "CutMix: a box of another image of the batch pasted in, labels "
+                            "by area; Beta(a, a) shares (0: off; 1.0 is usual). With --mixup, "
+                            "each image takes one of the two.", bounds=(0.0, 10.0))
 
     def __post_init__(self):
         super().__post_init__()
@@ -85,6 +91,11 @@ class AugmentConfig(settings.Section):
         return self.enabled and bool(self.flip_horizontal or self.flip_vertical or self.rotation
                                      or self.zoom or self.translate_height or self.translate_width
                                      or self.crop_probability)
+
+    @property
+    def mixes(self) -> bool:
+        """Whether training batches are mixed (`pipeline.mixing`): labels must be one-hot."""
+        return self.enabled and bool(self.mixup or self.cutmix)
 
     @property
     def active(self) -> bool:

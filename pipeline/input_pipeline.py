@@ -17,7 +17,7 @@ import tensorflow_datasets as tfds
 import artist_tfds  # noqa: F401  Registers this project's builders with TFDS.
 from pipeline import augment as augment_lib
 from pipeline import balance as balance_lib
-from pipeline import ops
+from pipeline import mixing, ops
 from pipeline import settings
 from pipeline import views as views_lib
 from pipeline.settings import setting
@@ -35,6 +35,8 @@ CACHED_SHUFFLE_BUFFER = 512
 # at 5k paintings, 136 MB at 20k). 1 MiB still reads 25-80 paintings at a time.
 READ_BUFFER = 1 << 20
 SERVICE_MODES = ("distributed_epoch", "parallel_epochs")
+# Mixing draws its seeds from `seed` + this, apart from the other augmentations'.
+MIXING_SEED_OFFSET = 7919
 # Host augmentation warps paintings up to 2.25x the training size straight
 # from their decoded pixels (at 300 px: 675, above best_artworks' stored long
 # side of 640, so its paintings are never resampled twice); larger ones are
@@ -293,6 +295,18 @@ def to_pairs(ds: tf.data.Dataset, *, num_classes: int, one_hot: bool,
     return ds.map(lambda f: (f["image"], to_labels(f["label"])), **parallel)
 
 
+def mix_pairs(ds: tf.data.Dataset, augment: augment_lib.AugmentConfig, *, one_hot: bool,
+              seed: int, parallel: dict) -> tf.data.Dataset:
+    """Mixup / CutMix (`pipeline.mixing`) on (images, one-hot labels) training batches."""
+    if not one_hot:
+        raise ValueError("--mixup and --cutmix need one-hot labels (one_hot=True)")
+    # Seeds of their own: not the draws of the other augmentations.
+    seeds = augment_lib.batch_seeds(seed + MIXING_SEED_OFFSET)
+    return tf.data.Dataset.zip(ds, seeds).map(
+        lambda pair, s: mixing.mix_batch(*pair, s, mixup=augment.mixup, cutmix=augment.cutmix),
+        **parallel)
+
+
 def distribute(ds: tf.data.Dataset, service: str, *, job_name: str | None,
                mode: str) -> tf.data.Dataset:
     """Runs everything before it on tf.data service workers (`service`: grpc://host:port).
@@ -390,6 +404,8 @@ def create_split(
         if host_augment:
             ds = contrast_images(ds, augment, seed=seed, parallel=parallel)
     ds = to_pairs(ds, num_classes=num_classes(builder), one_hot=one_hot, parallel=parallel)
+    if training and augment.mixes:
+        ds = mix_pairs(ds, augment, one_hot=one_hot, seed=seed, parallel=parallel)
     if data.tf_data_service:
         ds = distribute(ds, data.tf_data_service, job_name=service_job, mode=service_mode)
     return ds.prefetch(AUTOTUNE)

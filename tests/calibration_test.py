@@ -78,3 +78,24 @@ def test_temperature_lowers_the_ece_of_an_over_confident_model():
     after = calibration.expected_calibration_error(
         calibration.softmax(reported[test], temperature), labels[test])
     assert before > 0.2 and after < 0.05
+
+
+def test_ece_noise_floor_is_what_a_calibrated_model_shows_and_shrinks_with_the_split():
+    # Labels drawn from the model's own probabilities: perfectly calibrated, yet its ECE on
+    # 256 paintings is not 0; the floor predicts it, and falls as 1/sqrt(n).
+    rng = np.random.default_rng(2)
+
+    def calibrated_split(n):
+        probabilities = calibration.softmax(rng.normal(0, 2, (n, 15)))
+        labels = (rng.random((n, 1)) > probabilities.cumsum(axis=1)).sum(axis=1)
+        return probabilities, labels
+
+    small = [calibrated_split(256) for _ in range(40)]
+    measured = np.mean([calibration.expected_calibration_error(p, y) for p, y in small])
+    floor, sd = calibration.ece_noise_floor(small[0][0])
+    assert 0.03 < floor < 0.15 and sd > 0
+    assert measured == pytest.approx(floor, rel=0.25)
+    large_floor, _ = calibration.ece_noise_floor(calibrated_split(256 * 16)[0])
+    assert large_floor == pytest.approx(floor / 4, rel=0.35)
+    # Deterministic: the same confidences give the same floor.
+    assert calibration.ece_noise_floor(small[0][0]) == (floor, sd)

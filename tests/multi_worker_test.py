@@ -57,7 +57,9 @@ def start_workers(ports: list[int], args: list[str], tmp_path, *, record: bool =
     processes = []
     for index in range(len(ports)) if only is None else [only]:
         env = {**ENV, "TF_CONFIG": json.dumps(
-            {"cluster": cluster, "task": {"type": "worker", "index": index}})}
+            {"cluster": cluster, "task": {"type": "worker", "index": index}}),
+            # A killed worker leaves its temporary directory behind: keep it in the test's.
+            "TMPDIR": str(tmp_path)}
         command = ([sys.executable, "-c", RECORDING_TRAIN, str(tmp_path / f"weights{index}.npz")]
                    if record else [sys.executable, "train.py"])
         log = open(tmp_path / f"worker{index}.log", "a")  # noqa: SIM115  Closed with the process.

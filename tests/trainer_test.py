@@ -288,18 +288,46 @@ def test_artist_metadata_comes_from_the_dataset(tmp_path):
 
 
 def test_callbacks_follow_the_settings(tmp_path):
-    def kinds(**options):
+    options = dict(phase=0, select_by="val_accuracy", validation=True)
+
+    def kinds(**more):
         return [type(c).__name__ for c in callbacks_lib.create_callbacks(
-            str(tmp_path), phase=0, monitor="val_accuracy", **options)]
+            str(tmp_path), **options, **more)]
 
     plain = kinds(cpu_budget_seconds=0.0, early_stopping_patience=0)
     assert plain == ["BackupAndRestore", "EpochTimer", "ModelCheckpoint", "CSVLogger",
                      "TensorBoard"]
-    limited = callbacks_lib.create_callbacks(str(tmp_path), phase=0, monitor="val_accuracy",
+    limited = callbacks_lib.create_callbacks(str(tmp_path), **options,
                                              cpu_budget_seconds=100.0, early_stopping_patience=3)
     budget, stopping = limited[-2:]
     assert isinstance(budget, callbacks_lib.CpuBudget) and budget.budget == 100.0
     assert isinstance(stopping, keras.callbacks.EarlyStopping) and stopping.patience == 3
+
+
+@pytest.mark.parametrize("select_by, validation, monitor, best_only, resumed_best", [
+    ("val_accuracy", True, "val_accuracy", True, 0.6),
+    ("val_loss", True, "val_loss", True, 0.9),
+    ("last", True, "val_accuracy", False, 0.6),
+    ("val_loss", False, "loss", True, 1.2),
+])
+def test_select_by_sets_what_the_checkpoint_keeps(tmp_path, select_by, validation, monitor,
+                                                  best_only, resumed_best):
+    # An interrupted run's metrics.csv: the resumed checkpoint starts from its best value.
+    (tmp_path / callbacks_lib.METRICS_CSV).write_text(
+        "epoch,accuracy,loss,val_accuracy,val_loss\n"
+        "0,0.3,2.0,0.4,1.5\n1,0.5,1.2,0.6,1.1\n2,0.4,1.4,0.5,0.9\n")
+    callbacks = callbacks_lib.create_callbacks(
+        str(tmp_path), phase=0, select_by=select_by, validation=validation,
+        cpu_budget_seconds=0.0, early_stopping_patience=2)
+    checkpoint = next(c for c in callbacks if isinstance(c, keras.callbacks.ModelCheckpoint))
+    stopping = callbacks[-1]
+    assert checkpoint.monitor == stopping.monitor == monitor
+    assert checkpoint.save_best_only is best_only
+    assert checkpoint.best == pytest.approx(resumed_best)
+    # Lower is better for a loss, higher for an accuracy.
+    assert checkpoint.mode == stopping.mode == ("min" if monitor.endswith("loss") else "max")
+    with pytest.raises(ValueError, match="select_by"):
+        callbacks_lib.selection("best", validation=True)
 
 
 @pytest.mark.parametrize("name, kind", [("rmsprop", keras.optimizers.RMSprop),
@@ -319,13 +347,13 @@ def test_optimizer_follows_the_settings(name, kind):
 
 def test_label_smoothing_gives_one_hot_labels_and_a_smoothed_loss(tiny_builder, tiny_data_dir):
     smoothed = tiny_config(tiny_data_dir, label_smoothing=0.2)
-    loss, _ = optim.create_loss_and_metrics(smoothed.optimizer, 6)
+    loss, _ = optim.create_loss_and_metrics(smoothed, 6)
     assert isinstance(loss, keras.losses.CategoricalCrossentropy)
     assert loss.get_config()["label_smoothing"] == 0.2
     train_ds, val_ds, _ = train_lib.create_inputs(smoothed, tiny_builder)
     assert next(iter(train_ds))[1].shape == (8, 6) and next(iter(val_ds))[1].shape == (8, 6)
     sparse = tiny_config(tiny_data_dir, label_smoothing=0.0)
-    assert isinstance(optim.create_loss_and_metrics(sparse.optimizer, 6)[0],
+    assert isinstance(optim.create_loss_and_metrics(sparse, 6)[0],
                       keras.losses.SparseCategoricalCrossentropy)
     assert next(iter(train_lib.create_inputs(sparse, tiny_builder)[0]))[1].shape == (8,)
 

@@ -52,13 +52,17 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.exp(grid[best]))
 
 
+def bin_index(confidence: np.ndarray, bins: int) -> np.ndarray:
+    """Bin i holds confidences in (i/bins, (i+1)/bins]; exactly 0 falls in bin 0."""
+    return np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+
+
 def reliability(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS
                 ) -> dict[str, np.ndarray]:
     """Per equal-width confidence bin: count, mean confidence, accuracy (NaN when empty)."""
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == np.asarray(labels)
-    # Bin i holds confidences in (i/bins, (i+1)/bins]; exactly 0 falls in bin 0.
-    index = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    index = bin_index(confidence, bins)
     count = np.bincount(index, minlength=bins)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_confidence = np.bincount(index, confidence, bins) / count
@@ -73,6 +77,29 @@ def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray,
     filled = table["count"] > 0
     gaps = np.abs(table["accuracy"][filled] - table["confidence"][filled])
     return float((table["count"][filled] * gaps).sum() / max(len(labels), 1))
+
+
+def ece_noise_floor(probabilities: np.ndarray, bins: int = ECE_BINS, *, draws: int = 200,
+                    seed: int = 0) -> tuple[float, float]:
+    """(mean, standard deviation) of the ECE a perfectly calibrated model would show with
+    these confidences on this many paintings: each answer right with probability equal
+    to its confidence, `draws` times.
+
+    ECE is biased upwards on small splits (each bin's accuracy is a noisy
+    estimate): on a few hundred paintings the floor is a few points, so an ECE
+    near it is as calibrated as the split can tell.
+    """
+    confidence = probabilities.max(axis=1)
+    index = bin_index(confidence, bins)
+    confidence_sum = np.bincount(index, confidence, bins)
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(draws):
+        correct = rng.random(len(confidence)) < confidence
+        right = np.bincount(index, correct.astype(float), bins)
+        # = sum over bins of (bin share) x |accuracy - mean confidence|.
+        values.append(np.abs(right - confidence_sum).sum() / max(len(confidence), 1))
+    return float(np.mean(values)), float(np.std(values))
 
 
 def accuracy_coverage(probabilities: np.ndarray, labels: np.ndarray

@@ -25,11 +25,28 @@ def csv_rows(metrics_csv: str) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def best_so_far(metrics_csv: str, monitor: str) -> float | None:
+# --select_by: which epoch's weights a run keeps (`selection`).
+SELECTIONS = ("val_accuracy", "val_loss", "last")
+
+
+def selection(select_by: str, *, validation: bool) -> tuple[str, str]:
+    """(monitor, mode) of the best checkpoint and early stopping for `--select_by`.
+
+    `last` keeps every epoch's weights in turn (the final ones stay); its early
+    stopping watches validation accuracy. Without a validation split, the
+    training figures stand in.
+    """
+    if select_by not in SELECTIONS:
+        raise ValueError(f"select_by must be one of {SELECTIONS}, got {select_by!r}")
+    metric = "loss" if select_by == "val_loss" else "accuracy"
+    return ("val_" if validation else "") + metric, "min" if metric == "loss" else "max"
+
+
+def best_so_far(metrics_csv: str, monitor: str, mode: str = "max") -> float | None:
     """Best `monitor` value logged before an interruption, so resuming keeps it."""
     values = [v for row in csv_rows(metrics_csv)
               if (v := report.csv_number(row.get(monitor))) is not None]
-    return max(values, default=None)
+    return (min if mode == "min" else max)(values, default=None)
 
 
 def epoch_costs(metrics_csv: str) -> dict:
@@ -80,9 +97,11 @@ class CpuBudget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def create_callbacks(workdir: str, *, phase: int, monitor: str, cpu_budget_seconds: float,
+def create_callbacks(workdir: str, *, phase: int, select_by: str, validation: bool,
+                     cpu_budget_seconds: float,
                      early_stopping_patience: int) -> list[keras.callbacks.Callback]:
     metrics_csv = os.path.join(workdir, METRICS_CSV)
+    monitor, mode = selection(select_by, validation=validation)
     callbacks = [
         # Restores weights, optimizer state and epoch after an interruption (even
         # SIGKILL: a half-written backup falls back to the previous one). Kept
@@ -91,9 +110,9 @@ def create_callbacks(workdir: str, *, phase: int, monitor: str, cpu_budget_secon
                                          delete_checkpoint=False, double_checkpoint=True),
         EpochTimer(),
         keras.callbacks.ModelCheckpoint(
-            os.path.join(workdir, BEST_WEIGHTS), monitor=monitor, mode="max",
-            save_best_only=True, save_weights_only=True,
-            initial_value_threshold=best_so_far(metrics_csv, monitor)),
+            os.path.join(workdir, BEST_WEIGHTS), monitor=monitor, mode=mode,
+            save_best_only=select_by != "last", save_weights_only=True,
+            initial_value_threshold=best_so_far(metrics_csv, monitor, mode)),
         keras.callbacks.CSVLogger(metrics_csv, append=True),
         keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")),
     ]
@@ -103,5 +122,5 @@ def create_callbacks(workdir: str, *, phase: int, monitor: str, cpu_budget_secon
                                    epochs=len(csv_rows(metrics_csv))))
     if early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(
-            monitor=monitor, mode="max", patience=early_stopping_patience))
+            monitor=monitor, mode=mode, patience=early_stopping_patience))
     return callbacks

@@ -18,6 +18,7 @@ from pipeline import augment as augment_lib
 from pipeline import input_pipeline, settings
 from pipeline.settings import ConfigError, setting  # noqa: F401  ConfigError: re-exported.
 from serving import export as export_lib
+from trainer import callbacks as callbacks_lib
 from trainer import models, optim
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -35,7 +36,11 @@ class TrainingConfig(settings.Section):
     fine_tune_learning_rate_factor: float = setting(
         0.1, "Backbone: learning rate multiplier once unfrozen.", bounds=(1e-6, 1.0))
     early_stopping_patience: int = setting(0, "Stop after this many epochs without a better "
-                                           "validation accuracy (0: never).", bounds=(0, None))
+                                           "--select_by score (0: never).", bounds=(0, None))
+    select_by: str = setting(
+        "val_accuracy", "Which epoch's weights the run keeps: best validation accuracy, lowest "
+        "validation loss (a smoother score on a small validation split), or the last epoch.",
+        choices=callbacks_lib.SELECTIONS)
     cpu_budget_seconds: float = setting(0.0, "Stop at an epoch end before training CPU time "
                                         "would exceed this many seconds (0: no limit).",
                                         bounds=(0.0, None))

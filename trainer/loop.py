@@ -256,8 +256,8 @@ def loop_callbacks(workdir: str, own_dir: str, **options) -> list[keras.callback
 
 @contextlib.contextmanager
 def worker_directory(workdir: str, strategy):
-    """Where this worker's callbacks write: the work directory on the chief, a temporary
-    directory (removed on exit) on the others."""
+    """Where this worker's callbacks write: the work directory on one machine and on a
+    cluster's chief, a temporary directory (removed on exit) on the others."""
     if is_chief(strategy):
         yield workdir
         return
@@ -277,7 +277,7 @@ def fit_phases(config, workdir: str, own_dir: str, strategy, model: keras.Model,
         raise ValueError(f"--batch_size={data.batch_size} must be a multiple of the "
                          f"{replicas} replicas of the cluster")
     options = dict(seed=config.run.seed, deterministic=config.run.deterministic,
-                   one_hot=optim.uses_one_hot(config.optimizer))
+                   one_hot=optim.uses_one_hot(config))
     train_ds = strategy.distribute_datasets_from_function(
         lambda context: sharded_split(
             builder, "train", data, context, training=True, augment=config.augment,
@@ -311,7 +311,7 @@ def fit_phase(config, workdir: str, own_dir: str, strategy, fit_model: keras.Mod
               val_ds, *, phase: int, start: int, end: int, learning_rate: float,
               steps_per_epoch: int, num_classes: int, class_weight) -> None:
     """Epochs `start` to `end` with a fresh optimizer, resumed from this phase's checkpoint."""
-    loss, metrics = optim.create_loss_and_metrics(config.optimizer, num_classes)
+    loss, metrics = optim.create_loss_and_metrics(config, num_classes)
     with strategy.scope():
         schedule = optim.create_learning_rate(
             config.optimizer, learning_rate, steps_per_epoch=steps_per_epoch, epochs=end - start,
@@ -335,10 +335,9 @@ def fit_phase(config, workdir: str, own_dir: str, strategy, fit_model: keras.Mod
     fit_model.stop_training = False
     if first >= end:
         return
-    monitor = "val_accuracy" if val_ds is not None else "accuracy"
     callbacks = keras.callbacks.CallbackList(loop_callbacks(
-        workdir, own_dir, phase=phase, monitor=monitor,
-        cpu_budget_seconds=config.training.cpu_budget_seconds,
+        workdir, own_dir, phase=phase, select_by=config.training.select_by,
+        validation=val_ds is not None, cpu_budget_seconds=config.training.cpu_budget_seconds,
         early_stopping_patience=config.training.early_stopping_patience), model=fit_model)
     callbacks.on_train_begin()
     for epoch in range(first, end):

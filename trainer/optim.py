@@ -51,17 +51,19 @@ def create_optimizer(config: OptimizerConfig, learning_rate) -> keras.optimizers
     return keras.optimizers.AdamW(learning_rate, weight_decay=config.weight_decay)
 
 
-def uses_one_hot(config: OptimizerConfig) -> bool:
-    """Label smoothing needs one-hot labels; otherwise sparse ones are cheaper."""
-    return bool(config.label_smoothing)
+def uses_one_hot(config) -> bool:
+    """Label smoothing, mixup and CutMix need one-hot labels (`config`: a TrainConfig);
+    otherwise sparse ones are cheaper."""
+    return bool(config.optimizer.label_smoothing) or config.augment.mixes
 
 
-def create_loss_and_metrics(config: OptimizerConfig, num_classes: int):
-    """Cross-entropy on logits, accuracy and top-k accuracy (k as in the report)."""
+def create_loss_and_metrics(config, num_classes: int):
+    """Cross-entropy on logits, accuracy and top-k accuracy (k as in the report), for
+    `config` (a TrainConfig)."""
     k = min(report.TOP_K, num_classes)
     if uses_one_hot(config):
-        return (keras.losses.CategoricalCrossentropy(from_logits=True,
-                                                     label_smoothing=config.label_smoothing),
+        return (keras.losses.CategoricalCrossentropy(
+                    from_logits=True, label_smoothing=config.optimizer.label_smoothing),
                 [keras.metrics.CategoricalAccuracy(name="accuracy"),
                  keras.metrics.TopKCategoricalAccuracy(k, name=f"top{k}_accuracy")])
     return (keras.losses.SparseCategoricalCrossentropy(from_logits=True),

@@ -59,11 +59,14 @@ def confidence_metrics(labels: np.ndarray, probabilities: np.ndarray, *, tempera
     before = calibration.uncalibrated(probabilities, temperature)
     kept = probabilities.max(axis=1) >= min_confidence
     right = probabilities.argmax(axis=1) == labels
+    floor, floor_sd = calibration.ece_noise_floor(probabilities)
     return {
         "calibration": {
             "temperature": temperature, "bins": calibration.ECE_BINS,
             "ece_before": calibration.expected_calibration_error(before, labels),
             "ece": calibration.expected_calibration_error(probabilities, labels),
+            # What a perfectly calibrated model would show on this split, for scale.
+            "ece_floor": floor, "ece_floor_sd": floor_sd,
             "nll_before": calibration.negative_log_likelihood(before, labels),
             "nll": calibration.negative_log_likelihood(probabilities, labels),
         },
@@ -76,14 +79,22 @@ def confidence_metrics(labels: np.ndarray, probabilities: np.ndarray, *, tempera
     }
 
 
+def floor_note(calibration_metrics: dict) -> str:
+    """How large an ECE a perfectly calibrated model would show on the same split."""
+    if "ece_floor" not in calibration_metrics:  # Reports written before it was measured.
+        return ""
+    return (f" (a perfectly calibrated model would show {calibration_metrics['ece_floor']:.3f}"
+            f" ± {calibration_metrics['ece_floor_sd']:.3f} on this many paintings)")
+
+
 def confidence_lines(metrics: dict) -> list[str]:
     """report.md's lines on calibration and the "unknown artist" rule."""
     c, a = metrics["calibration"], metrics["abstention"]
     answered = "-" if a["accuracy_answered"] is None else f"{a['accuracy_answered']:.1%}"
     return ["", f"Confidence: temperature {c['temperature']:.3f} (fitted on the validation split); "
             f"expected calibration error ({c['bins']} bins) {c['ece_before']:.3f} before, "
-            f"{c['ece']:.3f} after; NLL {c['nll_before']:.3f} before, {c['nll']:.3f} after "
-            "(reliability.png).", "",
+            f"{c['ece']:.3f} after{floor_note(c)}; NLL {c['nll_before']:.3f} before, "
+            f"{c['nll']:.3f} after (reliability.png).", "",
             f"\"Unknown artist\" below a top probability of {a['min_confidence']:.3f}: "
             f"{a['coverage']:.1%} of paintings answered, {answered} of them right; "
             f"{a['unknown_fraction']:.1%} unknown (coverage.png)."]

@@ -141,7 +141,7 @@ def precision_policy(name: str):
 def create_inputs(config: TrainConfig, builder):
     """Training and validation batches, and class weights for `fit`."""
     options = dict(seed=config.run.seed, deterministic=config.run.deterministic,
-                   one_hot=optim.uses_one_hot(config.optimizer))
+                   one_hot=optim.uses_one_hot(config))
     train_ds = pipeline.create_split(builder, "train", config.data, training=True,
                                      augment=config.augment, **options)
     val_ds = None
@@ -175,8 +175,7 @@ def fit_phases(config: TrainConfig, workdir: str, model: keras.Model, fit_model:
         phases = [(0, training.freeze_epochs, False, base),
                   (training.freeze_epochs, training.epochs, True,
                    base * training.fine_tune_learning_rate_factor)]
-    monitor = "val_accuracy" if val_ds is not None else "accuracy"
-    loss, metrics = optim.create_loss_and_metrics(config.optimizer, num_classes)
+    loss, metrics = optim.create_loss_and_metrics(config, num_classes)
     for phase, (start, end, backbone_trainable, lr) in enumerate(phases):
         models.set_backbone_trainable(model, backbone_trainable)
         schedule = optim.create_learning_rate(
@@ -187,8 +186,8 @@ def fit_phases(config: TrainConfig, workdir: str, model: keras.Model, fit_model:
         fit_model.fit(
             train_ds, validation_data=val_ds, initial_epoch=start, epochs=end,
             callbacks=callbacks_lib.create_callbacks(
-                workdir, phase=phase, monitor=monitor,
-                cpu_budget_seconds=training.cpu_budget_seconds,
+                workdir, phase=phase, select_by=training.select_by,
+                validation=val_ds is not None, cpu_budget_seconds=training.cpu_budget_seconds,
                 early_stopping_patience=training.early_stopping_patience),
             class_weight=class_weight, shuffle=False, verbose=2)  # tf.data shuffles.
         if fit_model.stop_training:  # Early stopping or budget: no later phase either.
@@ -215,39 +214,35 @@ def train(config: TrainConfig, workdir: str, builder) -> keras.Model:
     # A keras.applications backbone keeps the momentum it was built (and pretrained) with.
     momentum = (None if config.model.name == "backbone"
                 else models.batch_norm_momentum(config.model.bn_momentum, steps_per_epoch))
-    if config.run.strategy == "multi_worker":
-        with loop.worker_directory(workdir, strategy) as own_dir:
-            with precision_policy(config.run.precision), strategy.scope():
-                model = build_model(config, len(artists))
-                fit_model = training_model(config, model)
-                if momentum:
-                    models.set_batch_norm_momentum(fit_model, momentum)
-                if config.run.sync_batch_norm:
-                    models.synchronize_batch_norm(fit_model)
-                loop.fit_phases(config, workdir, own_dir, strategy, model, fit_model, builder,
-                                num_classes=len(artists),
-                                class_weight=class_weights(config, builder))
-            # The best weights, in a model of one machine (evaluated and exported as any
-            # other): this worker's own copy, or, if it saved none since a restart (no
-            # better epoch), the chief's from before (the same weights: workers save together).
-            best = os.path.join(own_dir, callbacks_lib.BEST_WEIGHTS)
-            if not os.path.exists(best):
-                best = os.path.join(workdir, callbacks_lib.BEST_WEIGHTS)
-            with precision_policy(config.run.precision):
-                return restore_model(config, len(artists), best)
-    with precision_policy(config.run.precision), strategy.scope():
-        model = build_model(config, len(artists))
-        fit_model = training_model(config, model)
-        if momentum and models.set_batch_norm_momentum(fit_model, momentum):
-            logging.info("batch norm: momentum %.3f (%d steps an epoch)", momentum,
-                         steps_per_epoch)
-        train_ds, val_ds, class_weight = create_inputs(config, builder)
-        fit_phases(config, workdir, model, fit_model, train_ds, val_ds,
-                   steps_per_epoch=steps_per_epoch,
-                   num_classes=len(artists), class_weight=class_weight)
-        if os.path.exists(best_weights):
-            fit_model.load_weights(best_weights)
-    return model
+    multi_worker = config.run.strategy == "multi_worker"
+    # The work directory, or on a cluster's other workers a temporary one of their own.
+    with loop.worker_directory(workdir, strategy) as own_dir:
+        with precision_policy(config.run.precision), strategy.scope():
+            model = build_model(config, len(artists))
+            fit_model = training_model(config, model)
+            if momentum and models.set_batch_norm_momentum(fit_model, momentum):
+                logging.info("batch norm: momentum %.3f (%d steps an epoch)", momentum,
+                             steps_per_epoch)
+            if not multi_worker:
+                train_ds, val_ds, class_weight = create_inputs(config, builder)
+                fit_phases(config, workdir, model, fit_model, train_ds, val_ds,
+                           steps_per_epoch=steps_per_epoch,
+                           num_classes=len(artists), class_weight=class_weight)
+                if os.path.exists(best_weights):
+                    fit_model.load_weights(best_weights)
+                return model
+            if config.run.sync_batch_norm:
+                models.synchronize_batch_norm(fit_model)
+            loop.fit_phases(config, workdir, own_dir, strategy, model, fit_model, builder,
+                            num_classes=len(artists), class_weight=class_weights(config, builder))
+        # The best weights, in a model of one machine (evaluated and exported as any
+        # other): this worker's own copy, or, if it saved none since a restart (no
+        # better epoch), the chief's from before (the same weights: workers save together).
+        best = os.path.join(own_dir, callbacks_lib.BEST_WEIGHTS)
+        if not os.path.exists(best):
+            best = best_weights
+        with precision_policy(config.run.precision):
+            return restore_model(config, len(artists), best)
 
 
 def train_and_evaluate(config: TrainConfig, workdir: str, *, overwrite: bool = False) -> dict:

@@ -11,7 +11,9 @@
 3. Trains every other recipe, and every ablation (the second recipe with the
    settings of one `--ablations` item changed; `+` joins several), with as many
    epochs as fit in that budget (estimated from timed training steps of both
-   models, then enforced by `--cpu_budget_seconds`).
+   models, then enforced by `--cpu_budget_seconds`). An ablation that leaves
+   the step's cost alone (none of `COST_SETTINGS`) trains the second recipe's
+   epochs: it differs from it in its settings alone, not in a noisy estimate.
 4. Prints each variant's test accuracy and macro-F1 (mean and standard
    deviation over seeds) and the gain over the first recipe; the last line is
    one JSON object {variant: {"test_accuracy", "test_accuracy_sd", "macro_f1",
@@ -63,6 +65,11 @@ def build_dataset(source_dir: str, data_dir: str, config: str | None):
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=source_dir))
     return name
+
+
+# Settings that change what a training step costs: an ablation of any of them has its
+# epochs estimated from its own step cost; any other trains its base's epochs.
+COST_SETTINGS = ("model", "backbone", "image_size", "batch_size", "precision", "jit_compile")
 
 
 def step_cost(config, num_classes: int, steps: int = 4) -> float:
@@ -138,6 +145,7 @@ def main(argv):
         num_classes = budget_metrics.get("num_classes") or len(
             json.load(open(os.path.join(FLAGS.workdir, first, f"seed{seed}", "report.json"),
                            encoding="utf-8"))["per_artist"])
+        base = FLAGS.recipes[1]
         for name, (recipe, settings) in variants().items():
             workdir = os.path.join(FLAGS.workdir, name.replace("=", "_"), f"seed{seed}")
             finished = os.path.join(workdir, train_lib.TEST_METRICS)
@@ -146,14 +154,22 @@ def main(argv):
                     runs[name].append(summary(json.load(f)))
                 continue
             config = configs.resolve(recipe, {**common, **settings, "seed": seed})
-            if name not in ratios:
-                ratios[name] = step_cost(config, num_classes) / step_cost(budget_config,
-                                                                          num_classes)
-            per_epoch = budget / budget_metrics["epochs_run"] * ratios[name]
-            # 90%: evaluation passes and tracing also cost CPU inside the budget.
-            epochs = max(2, min(FLAGS.max_default_epochs, int(0.9 * budget / per_epoch)))
-            logging.info("%s, seed %d: step cost x%.2f of %s -> %d epochs in %.0f CPU s",
-                         name, seed, ratios[name], first, epochs, budget)
+            base_dir = os.path.join(FLAGS.workdir, base, f"seed{seed}")
+            if settings and not set(settings) & set(COST_SETTINGS):
+                # Steps cost what the base's cost: the same epochs (and schedule), so
+                # the ablation differs from its base in its settings alone.
+                epochs = train_lib.read_config(base_dir).training.epochs
+                logging.info("%s, seed %d: the epochs of %s, %d, in %.0f CPU s",
+                             name, seed, base, epochs, budget)
+            else:
+                if name not in ratios:
+                    ratios[name] = step_cost(config, num_classes) / step_cost(budget_config,
+                                                                              num_classes)
+                per_epoch = budget / budget_metrics["epochs_run"] * ratios[name]
+                # 90%: evaluation passes and tracing also cost CPU inside the budget.
+                epochs = max(2, min(FLAGS.max_default_epochs, int(0.9 * budget / per_epoch)))
+                logging.info("%s, seed %d: step cost x%.2f of %s -> %d epochs in %.0f CPU s",
+                             name, seed, ratios[name], first, epochs, budget)
             config = configs.resolve(recipe, {
                 **common, **settings, "seed": seed, "epochs": epochs,
                 "warmup_epochs": min(config.optimizer.warmup_epochs, epochs - 1),

@@ -136,9 +136,10 @@ class ModelConfig(settings.Section):
     dropout: float = setting(0.2, "Dropout before the classifier (resnet_small, backbone).",
                              bounds=(0.0, 0.99))
     bn_momentum: float = setting(
-        0.99, "resnet_small: momentum of batch norm's moving averages while training "
-        "(Keras' default 0.99); 0: matched to the collection, so that they span about half "
-        "an epoch (1 - 2 / steps per epoch, within 0.9-0.99). A backbone keeps its own.",
+        0.0, "resnet_small: momentum of batch norm's moving averages while training; 0 "
+        "(default): matched to the collection, so that they span about half an epoch "
+        "(1 - 2 / steps per epoch, within 0.9-0.99; Keras' fixed 0.99 trails the weights for "
+        "epochs on a few hundred paintings). A backbone keeps its own.",
         bounds=(0.0, 0.9999))
 
     def __post_init__(self):

@@ -145,7 +145,6 @@ def main(argv):
         num_classes = budget_metrics.get("num_classes") or len(
             json.load(open(os.path.join(FLAGS.workdir, first, f"seed{seed}", "report.json"),
                            encoding="utf-8"))["per_artist"])
-        base = FLAGS.recipes[1]
         for name, (recipe, settings) in variants().items():
             workdir = os.path.join(FLAGS.workdir, name.replace("=", "_"), f"seed{seed}")
             finished = os.path.join(workdir, train_lib.TEST_METRICS)
@@ -154,13 +153,14 @@ def main(argv):
                     runs[name].append(summary(json.load(f)))
                 continue
             config = configs.resolve(recipe, {**common, **settings, "seed": seed})
-            base_dir = os.path.join(FLAGS.workdir, base, f"seed{seed}")
             if settings and not set(settings) & set(COST_SETTINGS):
-                # Steps cost what the base's cost: the same epochs (and schedule), so
-                # the ablation differs from its base in its settings alone.
-                epochs = train_lib.read_config(base_dir).training.epochs
+                # Steps cost what the base recipe's cost: the same epochs (and schedule),
+                # so the ablation differs from its base in its settings alone.
+                base_recipe = FLAGS.recipes[1]
+                epochs = train_lib.read_config(os.path.join(
+                    FLAGS.workdir, base_recipe, f"seed{seed}")).training.epochs
                 logging.info("%s, seed %d: the epochs of %s, %d, in %.0f CPU s",
-                             name, seed, base, epochs, budget)
+                             name, seed, base_recipe, epochs, budget)
             else:
                 if name not in ratios:
                     ratios[name] = step_cost(config, num_classes) / step_cost(budget_config,

@@ -53,29 +53,27 @@ def mix_batch(images: tf.Tensor, labels: tf.Tensor, seed: Seed, *, mixup: float,
     labels = tf.convert_to_tensor(labels)
     if labels.shape.rank != 2:
         raise ValueError("mixup and CutMix need one-hot labels [batch, classes]")
-    batch = tf.shape(images)[0]
     shape = tf.shape(images)
+    batch = shape[0]
     seeds = tf.random.experimental.stateless_split(seed, 4)
     partner_images = tf.reverse(images, axis=[0])
     partner_labels = tf.reverse(labels, axis=[0])
-    keep = tf.zeros(tf.concat([shape[:3], [1]], 0), images.dtype)  # Filled below.
-    kept_share = tf.zeros([batch])
-    use_cut = tf.zeros([batch], tf.bool)
-    if mixup and cutmix:
-        use_cut = tf.random.stateless_uniform([batch], seeds[0]) < 0.5
-    elif cutmix:
-        use_cut = tf.ones([batch], tf.bool)
     if mixup:
-        lam = _beta(seeds[1], batch, mixup)
-        keep = tf.broadcast_to(lam[:, None, None, None], tf.shape(keep))
-        kept_share = lam
+        kept_share = _beta(seeds[1], batch, mixup)
+        keep = tf.broadcast_to(kept_share[:, None, None, None],
+                               tf.concat([shape[:3], [1]], 0))
     if cutmix:
         lam = _beta(seeds[2], batch, cutmix)
         cut_keep = 1.0 - _cut_masks(seeds[3], lam, shape[1], shape[2])
         # The share each image keeps, counted from the pixels themselves.
         cut_share = tf.reduce_mean(cut_keep, axis=[1, 2, 3])
-        keep = tf.where(use_cut[:, None, None, None], tf.cast(cut_keep, images.dtype), keep)
-        kept_share = tf.where(use_cut, cut_share, kept_share)
+        if mixup:  # Each image one of the two, at even odds.
+            use_cut = tf.random.stateless_uniform([batch], seeds[0]) < 0.5
+            keep = tf.where(use_cut[:, None, None, None], cut_keep, keep)
+            kept_share = tf.where(use_cut, cut_share, kept_share)
+        else:
+            keep, kept_share = cut_keep, cut_share
+    keep = tf.cast(keep, images.dtype)
     mixed = keep * images + (1.0 - keep) * partner_images
     share = tf.cast(kept_share, labels.dtype)[:, None]
     return mixed, share * labels + (1.0 - share) * partner_labels

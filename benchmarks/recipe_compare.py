@@ -10,8 +10,8 @@
    default) for `--original_epochs` and notes its training CPU time: the budget.
 3. Trains every other recipe, and every ablation (the second recipe with the
    settings of one `--ablations` item changed; `+` joins several), with as many
-   epochs as fit in that budget (estimated from timed training steps of both
-   models, then enforced by `--cpu_budget_seconds`). An ablation that leaves
+   epochs as fit in that budget (estimated from training steps of both models,
+   timed in turn, then enforced by `--cpu_budget_seconds`). An ablation that leaves
    the step's cost alone (none of `COST_SETTINGS`) trains the second recipe's
    epochs: it differs from it in its settings alone, not in a noisy estimate.
 4. Prints each variant's test accuracy and macro-F1 (mean and standard
@@ -21,7 +21,9 @@
    epochs]}}.
 
 Reruns reuse the built dataset and finished runs (each run's workdir,
-DIR/<variant>/seed<N>).
+DIR/<variant>/seed<N>) if they ran the same settings (their epochs and budget
+aside); a run of other settings (the defaults changed since) is an error
+naming the settings.
 """
 
 import json
@@ -72,25 +74,66 @@ def build_dataset(source_dir: str, data_dir: str, config: str | None):
 COST_SETTINGS = ("model", "backbone", "image_size", "batch_size", "precision", "jit_compile")
 
 
-def step_cost(config, num_classes: int, steps: int = 4) -> float:
-    """CPU seconds per training step of `config`'s model on random data."""
+def step_cost_ratio(config, baseline, num_classes: int, *, repeats: int = 5,
+                    steps: int = 4) -> float:
+    """CPU seconds per training step of `config`'s model over `baseline`'s, on random data.
+
+    The two are timed in turn, `repeats` rounds of `steps` steps each, and the ratio
+    is of their medians: on a shared machine the load drifts, and each round sees
+    the same drift for both.
+    """
     import keras
     import numpy as np
 
     from trainer import optim, train_lib
 
-    model = train_lib.build_model(config, num_classes)
-    loss, _ = optim.create_loss_and_metrics(config, num_classes)
-    model.compile(optimizer=optim.create_optimizer(config.optimizer, 1e-3), loss=loss)
-    batch, size = config.data.batch_size, config.data.image_size
-    x = np.random.default_rng(0).random((batch, size, size, 3), dtype=np.float32)
-    y = np.zeros((batch, num_classes) if optim.uses_one_hot(config) else batch)
-    model.train_on_batch(x, y)  # Trace and warm up.
-    start = time.process_time()
-    for _ in range(steps):
-        model.train_on_batch(x, y)
+    def timed_step(each):
+        model = train_lib.build_model(each, num_classes)
+        loss, _ = optim.create_loss_and_metrics(each, num_classes)
+        model.compile(optimizer=optim.create_optimizer(each.optimizer, 1e-3, steps_per_epoch=1),
+                      loss=loss)
+        batch, size = each.data.batch_size, each.data.image_size
+        x = np.random.default_rng(0).random((batch, size, size, 3), dtype=np.float32)
+        y = np.zeros((batch, num_classes) if optim.uses_one_hot(each) else batch)
+        model.train_on_batch(x, y)  # Trace and warm up.
+
+        def seconds():
+            start = time.process_time()
+            for _ in range(steps):
+                model.train_on_batch(x, y)
+            return (time.process_time() - start) / steps
+        return seconds
+
+    timers = [timed_step(config), timed_step(baseline)]
+    rounds = [[timer() for timer in timers] for _ in range(repeats)]
     keras.backend.clear_session()
-    return (time.process_time() - start) / steps
+    ours, theirs = (statistics.median(column) for column in zip(*rounds))
+    return ours / theirs
+
+
+# Set for each run from the budget: a finished run is reused whatever they were.
+BUDGETED = ("epochs", "warmup_epochs", "cpu_budget_seconds")
+
+
+def finished_run(workdir: str, config) -> dict | None:
+    """The test metrics of the finished run in `workdir` (None if there is none), after
+    checking that it ran `config`'s settings, apart from the `BUDGETED` ones."""
+    from trainer import config as config_lib
+    from trainer import train_lib
+
+    finished = os.path.join(workdir, train_lib.TEST_METRICS)
+    if not os.path.exists(finished):
+        return None
+    previous = config_lib.to_flat(train_lib.read_config(workdir))
+    current = config_lib.to_flat(config)
+    changed = sorted(k for k in current if k not in BUDGETED and previous.get(k) != current[k])
+    if changed:
+        raise train_lib.WorkdirError(
+            f"{workdir} holds a finished run of other settings (differs in: "
+            f"{', '.join(changed)}): the defaults changed since, or --set did; remove it "
+            "or use another --workdir")
+    with open(finished, encoding="utf-8") as f:
+        return json.load(f)
 
 
 def summary(metrics: dict) -> dict:
@@ -147,12 +190,10 @@ def main(argv):
                            encoding="utf-8"))["per_artist"])
         for name, (recipe, settings) in variants().items():
             workdir = os.path.join(FLAGS.workdir, name.replace("=", "_"), f"seed{seed}")
-            finished = os.path.join(workdir, train_lib.TEST_METRICS)
-            if os.path.exists(finished):  # Its epochs came from an earlier step-cost estimate.
-                with open(finished, encoding="utf-8") as f:
-                    runs[name].append(summary(json.load(f)))
-                continue
             config = configs.resolve(recipe, {**common, **settings, "seed": seed})
+            if (metrics := finished_run(workdir, config)) is not None:
+                runs[name].append(summary(metrics))  # Epochs from an earlier estimate.
+                continue
             if settings and not set(settings) & set(COST_SETTINGS):
                 # Steps cost what the base recipe's cost: the same epochs (and schedule),
                 # so the ablation differs from its base in its settings alone.
@@ -163,8 +204,7 @@ def main(argv):
                              name, seed, base_recipe, epochs, budget)
             else:
                 if name not in ratios:
-                    ratios[name] = step_cost(config, num_classes) / step_cost(budget_config,
-                                                                              num_classes)
+                    ratios[name] = step_cost_ratio(config, budget_config, num_classes)
                 per_epoch = budget / budget_metrics["epochs_run"] * ratios[name]
                 # 90%: evaluation passes and tracing also cost CPU inside the budget.
                 epochs = max(2, min(FLAGS.max_default_epochs, int(0.9 * budget / per_epoch)))

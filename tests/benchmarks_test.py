@@ -81,6 +81,24 @@ def test_recipe_compare(tmp_path):
     assert config["training"]["epochs"] == base["training"]["epochs"]
 
 
+def test_recipe_compare_reuses_a_finished_run_only_of_the_same_settings(tmp_path):
+    import configs
+    from benchmarks import recipe_compare
+    from trainer import train_lib
+
+    config = configs.resolve("default", {"epochs": 7, "seed": 1})
+    assert recipe_compare.finished_run(str(tmp_path), config) is None  # Nothing there yet.
+    train_lib.prepare_workdir(config, str(tmp_path), overwrite=False)
+    (tmp_path / train_lib.TEST_METRICS).write_text(json.dumps({"test_accuracy": 0.5}))
+    # Epochs, warm-up and budget come from the budget's estimate: any of them is reused.
+    rebudgeted = config.replace(epochs=9, warmup_epochs=1, cpu_budget_seconds=100.0)
+    assert recipe_compare.finished_run(str(tmp_path), rebudgeted) == {"test_accuracy": 0.5}
+    # Another setting (a changed default, say) is not that run.
+    with pytest.raises(train_lib.WorkdirError, match=r"differs in: bn_momentum, mixup\)"):
+        recipe_compare.finished_run(str(tmp_path), rebudgeted.replace(mixup=0.2,
+                                                                      bn_momentum=0.9))
+
+
 def test_app_bench(tiny_saved_model, tmp_path):
     out = tmp_path / "app_bench.json"
     figures = last_json("app_bench.py", f"--model_dir={tiny_saved_model}", "--clients=2",

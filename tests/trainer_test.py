@@ -1,6 +1,7 @@
 """Recipes, flag validation, models, the report's numbers, and resuming a killed run."""
 
 import collections
+import dataclasses
 import csv
 import json
 import os
@@ -335,7 +336,7 @@ def test_select_by_sets_what_the_checkpoint_keeps(tmp_path, select_by, validatio
                                         ("adamw", keras.optimizers.AdamW)])
 def test_optimizer_follows_the_settings(name, kind):
     config = optim.OptimizerConfig(name=name, momentum=0.5, weight_decay=0.01, warmup_epochs=0)
-    optimizer = optim.create_optimizer(config, 0.1)
+    optimizer = optim.create_optimizer(config, 0.1, steps_per_epoch=10)
     assert type(optimizer) is kind and optimizer.weight_decay == pytest.approx(0.01)
     if name != "adamw":
         assert optimizer.momentum == 0.5
@@ -546,3 +547,56 @@ def test_batch_norm_momentum_reaches_every_layer_of_a_run(tiny_data_dir, tmp_pat
     model = train_lib.train(config, str(tmp_path), builder)
     momenta = {layer.momentum for layer in models.batch_norm_layers(model)}
     assert momenta == {models.batch_norm_momentum(0.0, steps)} and 0.9 <= momenta.pop() < 0.99
+
+
+def test_ema_weights_are_validated_and_kept_while_the_backup_keeps_the_raw_ones(tmp_path):
+    steps, epochs = 4, 3
+    config = optim.OptimizerConfig(ema_epochs=0.5, warmup_epochs=0, schedule="constant")
+    momentum = optim.ema_momentum(config, steps)
+    assert momentum == pytest.approx(0.5)  # 1 - 1 / (0.5 x 4).
+    assert optim.ema_momentum(dataclasses.replace(config, ema_epochs=0.0), steps) is None
+
+    def dense():
+        keras.utils.set_random_seed(0)
+        return keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+
+    class RawWeights(keras.callbacks.Callback):  # The trained weights after every step.
+        seen = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.seen.append(self.model.layers[0].get_weights())
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(4 * steps, 3)), rng.integers(0, 2, 4 * steps)
+    model = dense()
+    model.compile(optimizer=optim.create_optimizer(config, 0.1, steps_per_epoch=steps),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    assert model.optimizer.use_ema and model.optimizer.ema_momentum == pytest.approx(0.5)
+    callbacks = callbacks_lib.create_callbacks(
+        str(tmp_path), phase=0, select_by="last", validation=True, cpu_budget_seconds=0.0,
+        early_stopping_patience=0, ema=True)
+    assert [type(c).__name__ for c in callbacks][:4] == [
+        "BackupAndRestore", "EpochTimer", "SwapEMAWeights", "ModelCheckpoint"]
+    model.fit(x, y, batch_size=4, epochs=epochs, validation_data=(x, y), shuffle=False,
+              callbacks=callbacks + [RawWeights()], verbose=0)
+    # The average as Keras defines it: the first step's weights, then m a + (1 - m) w.
+    average = RawWeights.seen[0]
+    for raw in RawWeights.seen[1:]:
+        average = [momentum * a + (1 - momentum) * w for a, w in zip(average, raw)]
+    kept = dense()
+    kept.load_weights(tmp_path / callbacks_lib.BEST_WEIGHTS)
+    last_raw = RawWeights.seen[-1]
+    for got, want, raw in zip(kept.layers[0].get_weights(), average, last_raw):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+        assert np.abs(got - raw).max() > 1e-3  # The average, not the last weights.
+    # Validation scored the average: the kept weights' loss on the same data.
+    kept.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    logged = callbacks_lib.csv_rows(str(tmp_path / callbacks_lib.METRICS_CSV))
+    assert float(logged[-1]["val_loss"]) == pytest.approx(kept.evaluate(x, y, verbose=0),
+                                                          rel=1e-4)
+    # The backup, saved before the swap, resumes from the raw weights.
+    backup = next(tmp_path.glob(f"{callbacks_lib.BACKUP}/phase0/*.weights.h5"))
+    resumed = dense()
+    resumed.load_weights(backup)
+    for got, raw in zip(resumed.layers[0].get_weights(), last_raw):
+        np.testing.assert_allclose(got, raw, atol=1e-6)

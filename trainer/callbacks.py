@@ -98,8 +98,11 @@ class CpuBudget(keras.callbacks.Callback):
 
 
 def create_callbacks(workdir: str, *, phase: int, select_by: str, validation: bool,
-                     cpu_budget_seconds: float,
-                     early_stopping_patience: int) -> list[keras.callbacks.Callback]:
+                     cpu_budget_seconds: float, early_stopping_patience: int,
+                     ema: bool = False) -> list[keras.callbacks.Callback]:
+    """The run's callbacks, in the order they act at an epoch's end. With `ema` (the
+    optimizer keeps a weight average), validation and the kept checkpoint use the
+    average, and the backup, saved before the swap, keeps the raw weights to resume."""
     metrics_csv = os.path.join(workdir, METRICS_CSV)
     monitor, mode = selection(select_by, validation=validation)
     callbacks = [
@@ -109,6 +112,7 @@ def create_callbacks(workdir: str, *, phase: int, select_by: str, validation: bo
         keras.callbacks.BackupAndRestore(os.path.join(workdir, BACKUP, f"phase{phase}"),
                                          delete_checkpoint=False, double_checkpoint=True),
         EpochTimer(),
+        *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if ema else []),
         keras.callbacks.ModelCheckpoint(
             os.path.join(workdir, BEST_WEIGHTS), monitor=monitor, mode=mode,
             save_best_only=select_by != "last", save_weights_only=True,

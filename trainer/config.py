@@ -101,6 +101,9 @@ class TrainConfig:
         settings.check_that(not (self.run.strategy == "multi_worker" and self.data.tf_data_service),
                             "--strategy=multi_worker reads its input on the workers; it cannot "
                             "take --tf_data_service")
+        settings.check_that(not (self.run.strategy == "multi_worker" and self.optimizer.ema_epochs),
+                            "--ema_epochs is not supported with --strategy=multi_worker (its "
+                            "loop would validate and save the raw weights)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -316,7 +316,8 @@ def fit_phase(config, workdir: str, own_dir: str, strategy, fit_model: keras.Mod
         schedule = optim.create_learning_rate(
             config.optimizer, learning_rate, steps_per_epoch=steps_per_epoch, epochs=end - start,
             warmup_epochs=config.optimizer.warmup_epochs if phase == 0 else 0)
-        optimizer = optim.create_optimizer(config.optimizer, schedule)
+        optimizer = optim.create_optimizer(config.optimizer, schedule,
+                                           steps_per_epoch=steps_per_epoch)
         if keras.mixed_precision.global_policy().name == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(fit_model.trainable_variables)

@@ -23,6 +23,10 @@ class OptimizerConfig(settings.Section):
     schedule: str = setting("cosine", "Learning-rate schedule.", choices=SCHEDULES)
     warmup_epochs: int = setting(2, "Linear warm-up epochs (cosine schedule).", bounds=(0, None))
     label_smoothing: float = setting(0.1, "Label smoothing.", bounds=(0.0, 0.99))
+    ema_epochs: float = setting(
+        0.0, "Validate, keep and export an exponential moving average of the weights that "
+        "spans about this many epochs (momentum 1 - 1 / (epochs x steps per epoch); 0: off).",
+        bounds=(0.0, None))
 
     def __post_init__(self):
         super().__post_init__()
@@ -42,13 +46,27 @@ def create_learning_rate(config: OptimizerConfig, base: float, *, steps_per_epoc
         warmup_target=base if warmup else None, warmup_steps=warmup)
 
 
-def create_optimizer(config: OptimizerConfig, learning_rate) -> keras.optimizers.Optimizer:
-    decay = config.weight_decay or None
+def ema_momentum(config: OptimizerConfig, steps_per_epoch: int) -> float | None:
+    """The weight average's momentum for `--ema_epochs` (None: no average). In epochs, so
+    the average spans the same share of training on any collection's size."""
+    if not config.ema_epochs:
+        return None
+    return 1.0 - 1.0 / max(1.0, config.ema_epochs * steps_per_epoch)
+
+
+def create_optimizer(config: OptimizerConfig, learning_rate, *,
+                     steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """The optimizer; with `--ema_epochs`, it also keeps the weights' moving average
+    (`callbacks.create_callbacks(ema=True)` swaps it in to validate and save)."""
+    momentum = ema_momentum(config, steps_per_epoch)
+    common = dict(weight_decay=config.weight_decay or None, use_ema=momentum is not None,
+                  ema_momentum=momentum or 0.99)
     if config.name == "rmsprop":
-        return keras.optimizers.RMSprop(learning_rate, momentum=config.momentum, weight_decay=decay)
+        return keras.optimizers.RMSprop(learning_rate, momentum=config.momentum, **common)
     if config.name == "sgd":
-        return keras.optimizers.SGD(learning_rate, momentum=config.momentum, weight_decay=decay)
-    return keras.optimizers.AdamW(learning_rate, weight_decay=config.weight_decay)
+        return keras.optimizers.SGD(learning_rate, momentum=config.momentum, **common)
+    return keras.optimizers.AdamW(learning_rate, **{**common,
+                                                    "weight_decay": config.weight_decay})
 
 
 def uses_one_hot(config) -> bool:

@@ -181,14 +181,17 @@ def fit_phases(config: TrainConfig, workdir: str, model: keras.Model, fit_model:
         schedule = optim.create_learning_rate(
             config.optimizer, lr, steps_per_epoch=steps_per_epoch, epochs=end - start,
             warmup_epochs=config.optimizer.warmup_epochs if phase == 0 else 0)
-        fit_model.compile(optimizer=optim.create_optimizer(config.optimizer, schedule),
+        optimizer = optim.create_optimizer(config.optimizer, schedule,
+                                           steps_per_epoch=steps_per_epoch)
+        fit_model.compile(optimizer=optimizer,
                           loss=loss, metrics=metrics, jit_compile=config.run.jit_compile)
         fit_model.fit(
             train_ds, validation_data=val_ds, initial_epoch=start, epochs=end,
             callbacks=callbacks_lib.create_callbacks(
                 workdir, phase=phase, select_by=training.select_by,
                 validation=val_ds is not None, cpu_budget_seconds=training.cpu_budget_seconds,
-                early_stopping_patience=training.early_stopping_patience),
+                early_stopping_patience=training.early_stopping_patience,
+                ema=optimizer.use_ema),
             class_weight=class_weight, shuffle=False, verbose=2)  # tf.data shuffles.
         if fit_model.stop_training:  # Early stopping or budget: no later phase either.
             break

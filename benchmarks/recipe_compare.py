@@ -5,7 +5,10 @@
         [--seeds=3]
 
 1. Builds PAINTINGS (a folder of paintings sorted by artist, or the Kaggle
-   download) with the `best_artworks` builder into DIR/data.
+   download) with the `best_artworks` builder into DIR/data; or, with
+   `--subsample=7x100`, a small collection made of it (7 artists x 100
+   paintings, symlinks in DIR/source): the shape of a user's few hundred
+   paintings, where a recipe tuned on a large collection can fail.
 2. For each seed: trains the first of `--recipes` (the original recipe, by
    default) for `--original_epochs` and notes its training CPU time: the budget.
 3. Trains every other recipe, and every ablation (the second recipe with the
@@ -26,8 +29,10 @@ aside); a run of other settings (the defaults changed since) is an error
 naming the settings.
 """
 
+import collections
 import json
 import os
+import random
 import statistics
 import sys
 import time
@@ -52,6 +57,11 @@ flags.DEFINE_integer("original_epochs", 20, "Epochs of the first recipe (20 is t
 flags.DEFINE_integer("max_default_epochs", 60, "Upper bound on the default recipe's epochs.",
                      lower_bound=1)
 flags.DEFINE_integer("seed", 0, "First seed.")
+flags.DEFINE_string("subsample", None, "ARTISTSxPAINTINGS, e.g. 7x100: compare on a small "
+                    "collection made of --source_dir (that many artists among those with "
+                    "enough paintings, that many paintings of each, chosen by "
+                    "--subsample_seed), linked into DIR/source.")
+flags.DEFINE_integer("subsample_seed", 0, "Seed of --subsample's choice.")
 flags.DEFINE_list("set", [], "Settings applied to every run, as name=value (e.g. "
                   "image_size=64,batch_size=16 for a quick smoke run).")
 flags.mark_flags_as_required(["source_dir", "workdir"])
@@ -67,6 +77,51 @@ def build_dataset(source_dir: str, data_dir: str, config: str | None):
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=source_dir))
     return name
+
+
+SUBSAMPLE_RECORD = "subsample.json"
+
+
+def subsample(source_dir: str, target: str, *, artists: int, paintings: int,
+              seed: int) -> str:
+    """Links a small collection into `target` and returns it: `artists` of `source_dir`'s
+    artist folders holding at least `paintings` paintings, and `paintings` of each,
+    chosen by `seed`. A target linked for another choice is refused."""
+    from artist_tfds.best_artworks import layout
+
+    scan = layout.scan(source_dir)
+    if scan.layout != layout.ARTIST_FOLDERS:
+        raise app.UsageError(f"--subsample needs one folder per artist in {source_dir}, "
+                             f"found the {scan.layout!r} layout")
+    by_folder = collections.defaultdict(list)
+    for file in sorted(scan.files, key=lambda f: f.key):
+        by_folder[file.folder].append(file)
+    eligible = sorted(name for name, files in by_folder.items() if len(files) >= paintings)
+    if len(eligible) < artists:
+        raise app.UsageError(f"--subsample={artists}x{paintings}: {len(eligible)} artists of "
+                             f"{source_dir} have {paintings} paintings or more")
+    rng = random.Random(seed)
+    chosen = [file for name in sorted(rng.sample(eligible, artists))
+              for file in sorted(rng.sample(by_folder[name], paintings), key=lambda f: f.key)]
+    record = {"source_dir": os.path.abspath(source_dir), "artists": artists,
+              "paintings": paintings, "seed": seed, "files": [f.key for f in chosen]}
+    path = os.path.join(target, SUBSAMPLE_RECORD)
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            if json.load(f) != record:
+                raise app.UsageError(f"{target} holds another subsample ({path}); use "
+                                     "another --workdir")
+    for file in chosen:
+        link = os.path.join(target, *file.key.split("/"))
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        if not os.path.lexists(link):
+            os.symlink(os.path.abspath(file.path), link)
+    if scan.artists_csv and not os.path.lexists(
+            csv_link := os.path.join(target, os.path.basename(scan.artists_csv))):
+        os.symlink(os.path.abspath(scan.artists_csv), csv_link)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=1)
+    return target
 
 
 # Settings that change what a training step costs: an ablation of any of them has its
@@ -170,8 +225,18 @@ def main(argv):
     if FLAGS.ablations and len(FLAGS.recipes) < 2:
         raise app.UsageError("--ablations vary the second of --recipes: name two")
     memory.tune_malloc()  # As train.py: every recipe runs with it.
+    source_dir = FLAGS.source_dir
+    if FLAGS.subsample:
+        artists, _, paintings = FLAGS.subsample.partition("x")
+        if not (artists.isdigit() and paintings.isdigit() and int(artists) >= 2
+                and int(paintings) >= 1):
+            raise app.UsageError(f"--subsample={FLAGS.subsample}: expected ARTISTSxPAINTINGS "
+                                 "with at least 2 artists, e.g. 7x100")
+        source_dir = subsample(source_dir, os.path.join(FLAGS.workdir, "source"),
+                               artists=int(artists), paintings=int(paintings),
+                               seed=FLAGS.subsample_seed)
     data_dir = os.path.join(FLAGS.workdir, "data")
-    dataset = build_dataset(FLAGS.source_dir, data_dir, FLAGS.dataset_config)
+    dataset = build_dataset(source_dir, data_dir, FLAGS.dataset_config)
     common = {"dataset": dataset, "data_dir": data_dir,
               **config_lib.parse_assignments(FLAGS.set)}
     first = FLAGS.recipes[0]

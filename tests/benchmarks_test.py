@@ -81,6 +81,38 @@ def test_recipe_compare(tmp_path):
     assert config["training"]["epochs"] == base["training"]["epochs"]
 
 
+def test_recipe_compare_subsample_links_a_seeded_small_collection(tmp_path):
+    from absl import app
+
+    from benchmarks import recipe_compare
+
+    source = tmp_path / "source"
+    for artist, count in {"Ann": 5, "Bob": 6, "Cid": 7, "Dee": 3}.items():
+        (source / artist).mkdir(parents=True)
+        for i in range(count):
+            (source / artist / f"{i}.jpg").write_bytes(b"%d" % i)
+    (source / "artists.csv").write_text("name\n")
+
+    def linked(target, seed):
+        recipe_compare.subsample(str(source), str(target), artists=2, paintings=5, seed=seed)
+        return sorted(str(p.relative_to(target)) for p in target.glob("*/*.jpg"))
+
+    first = linked(tmp_path / "a", seed=0)
+    folders = {name.split("/")[0] for name in first}
+    assert len(first) == 10 and len(folders) == 2 and "Dee" not in folders  # 3 < 5 paintings.
+    for name in first:  # Each link reads its source file.
+        assert (tmp_path / "a" / name).read_bytes() == (source / name).read_bytes()
+    assert (tmp_path / "a" / "artists.csv").exists()
+    assert linked(tmp_path / "b", seed=0) == first  # The seed sets the choice.
+    assert linked(tmp_path / "a", seed=0) == first  # A rerun is at home.
+    other = next(seed for seed in range(1, 20) if linked(tmp_path / f"s{seed}", seed) != first)
+    with pytest.raises(app.UsageError, match="another subsample"):
+        recipe_compare.subsample(str(source), str(tmp_path / "a"), artists=2, paintings=5,
+                                 seed=other)
+    with pytest.raises(app.UsageError, match="2 artists of .* have 6 paintings or more"):
+        recipe_compare.subsample(str(source), str(tmp_path / "c"), artists=3, paintings=6, seed=0)
+
+
 def test_recipe_compare_reuses_a_finished_run_only_of_the_same_settings(tmp_path):
     import configs
     from benchmarks import recipe_compare

@@ -42,29 +42,34 @@ from absl import app, flags, logging
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("source_dir", None, "Folder of paintings sorted by artist (manual_dir).")
-flags.DEFINE_string("workdir", None, "Where the dataset and both runs go.")
-flags.DEFINE_string("dataset_config", None, "best_artworks config (default: the builder's).")
-flags.DEFINE_list("recipes", ["original", "default"], "Recipes to compare; the first sets "
-                  "the CPU budget, the second is the base of the ablations.")
-flags.DEFINE_list("ablations", [], "Variants of the second recipe, each name=value (several "
-                  "joined by '+'), e.g. bn_momentum=0,crop_probability=0.5+eval_crops=4.")
-flags.DEFINE_integer("seeds", 1, "Seeds (from --seed): each recipe and ablation runs once "
-                     "per seed, against that seed's budget.", lower_bound=1)
-flags.DEFINE_integer("original_epochs", 20, "Epochs of the first recipe (20 is the original "
-                     "recipe; fewer for a quick, proportionally budgeted comparison).",
-                     lower_bound=1)
-flags.DEFINE_integer("max_default_epochs", 60, "Upper bound on the default recipe's epochs.",
-                     lower_bound=1)
-flags.DEFINE_integer("seed", 0, "First seed.")
-flags.DEFINE_string("subsample", None, "ARTISTSxPAINTINGS, e.g. 7x100: compare on a small "
-                    "collection made of --source_dir (that many artists among those with "
-                    "enough paintings, that many paintings of each, chosen by "
-                    "--subsample_seed), linked into DIR/source.")
-flags.DEFINE_integer("subsample_seed", 0, "Seed of --subsample's choice.")
-flags.DEFINE_list("set", [], "Settings applied to every run, as name=value (e.g. "
-                  "image_size=64,batch_size=16 for a quick smoke run).")
-flags.mark_flags_as_required(["source_dir", "workdir"])
+
+
+def define_flags():
+    """Defines the command line (here, not at import: the tests import this module
+    beside others that define --seed)."""
+    flags.DEFINE_string("source_dir", None, "Folder of paintings sorted by artist (manual_dir).")
+    flags.DEFINE_string("workdir", None, "Where the dataset and both runs go.")
+    flags.DEFINE_string("dataset_config", None, "best_artworks config (default: the builder's).")
+    flags.DEFINE_list("recipes", ["original", "default"], "Recipes to compare; the first sets "
+                      "the CPU budget, the second is the base of the ablations.")
+    flags.DEFINE_list("ablations", [], "Variants of the second recipe, each name=value (several "
+                      "joined by '+'), e.g. bn_momentum=0,crop_probability=0.5+eval_crops=4.")
+    flags.DEFINE_integer("seeds", 1, "Seeds (from --seed): each recipe and ablation runs once "
+                         "per seed, against that seed's budget.", lower_bound=1)
+    flags.DEFINE_integer("original_epochs", 20, "Epochs of the first recipe (20 is the original "
+                         "recipe; fewer for a quick, proportionally budgeted comparison).",
+                         lower_bound=1)
+    flags.DEFINE_integer("max_default_epochs", 60, "Upper bound on the default recipe's epochs.",
+                         lower_bound=1)
+    flags.DEFINE_integer("seed", 0, "First seed.")
+    flags.DEFINE_string("subsample", None, "ARTISTSxPAINTINGS, e.g. 7x100: compare on a small "
+                        "collection made of --source_dir (that many artists among those with "
+                        "enough paintings, that many paintings of each, chosen by "
+                        "--subsample_seed), linked into DIR/source.")
+    flags.DEFINE_integer("subsample_seed", 0, "Seed of --subsample's choice.")
+    flags.DEFINE_list("set", [], "Settings applied to every run, as name=value (e.g. "
+                      "image_size=64,batch_size=16 for a quick smoke run).")
+    flags.mark_flags_as_required(["source_dir", "workdir"])
 
 
 def build_dataset(source_dir: str, data_dir: str, config: str | None):
@@ -299,4 +304,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

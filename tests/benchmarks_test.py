@@ -131,6 +131,26 @@ def test_recipe_compare_reuses_a_finished_run_only_of_the_same_settings(tmp_path
                                                                       bn_momentum=0.9))
 
 
+def test_views_compare_reproduces_the_run_and_varies_only_its_views(trained_run):
+    _, workdir, metrics = trained_run
+    figures = last_json("views_compare.py", f"--workdir={workdir}", "--rounds=1",
+                        "--views=test_flips=true,eval_crops=1+test_flips=true")
+    run_name, flips, crops = figures
+    assert (flips, crops) == ("test_flips=true", "eval_crops=1+test_flips=true")
+    assert [figures[name]["views"] for name in figures] == [1, 2, 4]
+    # The run's own views and kept weights: the run's test report, figure for figure.
+    own = figures[run_name]
+    assert own["test_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-4)
+    assert own["macro_f1"] == pytest.approx(metrics["test_macro_f1"], abs=1e-4)
+    assert own["ece"] == pytest.approx(metrics["test_ece"], abs=1e-4)
+    assert own["cost_ratio"] == 1.0 and all(f["cpu_ms_per_painting"] > 0
+                                            for f in figures.values())
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "views_compare.py"),
+                             f"--workdir={workdir}", "--views=epochs=3"],
+                            env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0 and "epochs changes training" in result.stderr
+
+
 def test_app_bench(tiny_saved_model, tmp_path):
     out = tmp_path / "app_bench.json"
     figures = last_json("app_bench.py", f"--model_dir={tiny_saved_model}", "--clients=2",

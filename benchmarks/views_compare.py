@@ -1,0 +1,140 @@
+"""Inference views on one trained run: what test-time flips and crops buy, and cost.
+
+    python benchmarks/views_compare.py --workdir=RUN \
+        [--views=test_flips=true,eval_crops=4,eval_crops=4+test_flips=true] [--rounds=3]
+
+The views a model answers from (`--eval_crops`, `--test_flips`, `--crop_scale`)
+change inference alone, so one finished run of `train.py` answers for all of
+them, on the same kept weights (RUN/checkpoints/best.weights.h5) and splits:
+
+1. The run's own views first, then each `--views` item (name=value settings,
+   `+` joining several) in their place.
+2. For each: the temperature is fitted on the validation split as the trainer
+   fits it, then the test split gives accuracy, macro-F1, and NLL and ECE (15
+   bins) after the temperature.
+3. The test pass (input pipeline, views, model) is timed for every variant in
+   turn, `--rounds` times; the median CPU ms per painting, and its ratio to the
+   first variant's, is the serving cost of the views (`benchmarks/serving_bench.py`
+   times the SavedModel's signatures themselves).
+
+Prints a table; the last line is one JSON object {variant: {...}} (also `--json_out`).
+"""
+
+import json
+import os
+import statistics
+import sys
+import time
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# The project's modules, once its root is on the path (E402).
+import pipeline  # noqa: E402
+from tools import memory  # noqa: E402
+from trainer import calibration, evaluation, report, train_lib  # noqa: E402
+from trainer import callbacks as callbacks_lib  # noqa: E402
+from trainer import config as config_lib  # noqa: E402
+
+# The settings that change what a painting is answered from, and nothing of training.
+VIEW_SETTINGS = ("eval_crops", "test_flips", "crop_scale")
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """Defines the command line (when run, not at import: the tests import this module)."""
+    flags.DEFINE_string("workdir", None, "Work directory of a finished train.py run.")
+    flags.DEFINE_string("data_dir", None, "TFDS data directory (default: the run's).")
+    flags.DEFINE_list("views", ["test_flips=true", "eval_crops=4", "eval_crops=4+test_flips=true"],
+                      "Variants of the run's views, each name=value (several joined by '+'), "
+                      f"of: {', '.join(VIEW_SETTINGS)}.")
+    flags.DEFINE_integer("rounds", 3, "Timed test passes of each variant (in turn).",
+                         lower_bound=1)
+    flags.DEFINE_string("json_out", None, "Also write the JSON result here.")
+    flags.mark_flags_as_required(["workdir"])
+
+
+def variants(config, items: list[str]) -> dict[str, object]:
+    """{name: the run's config with its views changed}; the run's own views first."""
+    own = "+".join(f"{name}={getattr(config.data, name)}".lower() for name in VIEW_SETTINGS)
+    found = {f"run ({own})": config}
+    for item in items:
+        settings = config_lib.parse_assignments(item.split("+"))
+        if other := sorted(set(settings) - set(VIEW_SETTINGS)):
+            raise app.UsageError(f"--views={item}: {', '.join(other)} changes training, not the "
+                                 f"views; only {', '.join(VIEW_SETTINGS)} can vary here")
+        found[item] = config.replace(**settings)
+    return found
+
+
+def view_count(data: pipeline.DataConfig) -> int:
+    """Forward passes per painting: the whole painting and its crops, each mirrored too."""
+    return (1 + data.eval_crops) * (2 if data.test_flips else 1)
+
+
+def measure(builder, data: pipeline.DataConfig, model, names: list[str], *,
+            target_precision: float) -> tuple[dict, float]:
+    """A variant's test figures after the temperature it fits on validation, and the CPU
+    seconds of its test pass."""
+    answer = evaluation.fit_answer(builder, "validation", data,
+                                   evaluation.keras_predict_fn(model),
+                                   target_precision=target_precision)
+    start = time.process_time()
+    labels, probabilities = evaluation.predict_split(
+        builder, "test", data, evaluation.keras_predict_fn(model, answer["temperature"]))
+    seconds = time.process_time() - start
+    metrics = report.compute_metrics(labels, probabilities, names)
+    return {"views": view_count(data),
+            "test_accuracy": round(metrics["accuracy"], 4),
+            "macro_f1": round(metrics["macro_f1"], 4),
+            "temperature": round(answer["temperature"], 3),
+            "nll": round(calibration.negative_log_likelihood(probabilities, labels), 4),
+            "ece": round(calibration.expected_calibration_error(probabilities, labels), 4),
+            "examples": int(len(labels))}, seconds
+
+
+def main(argv):
+    del argv
+    memory.tune_malloc()  # As train.py.
+    config = train_lib.read_config(FLAGS.workdir)
+    if FLAGS.data_dir:
+        config = config.replace(data_dir=FLAGS.data_dir)
+    weights = os.path.join(FLAGS.workdir, callbacks_lib.BEST_WEIGHTS)
+    if not os.path.exists(weights):
+        raise app.UsageError(f"{FLAGS.workdir} holds no kept weights ({weights}): "
+                             "train a run there first")
+    found = variants(config, FLAGS.views)
+    builder = pipeline.load_builder(config.data.dataset, data_dir=config.data.data_dir)
+    names = pipeline.artist_names(builder)
+    model = train_lib.restore_model(config, len(names), weights)
+    results, seconds = {}, {name: [] for name in found}
+    for round_index in range(FLAGS.rounds):
+        for name, variant in found.items():
+            figures, cpu = measure(builder, train_lib.evaluation_data(variant), model, names,
+                                   target_precision=variant.export.target_precision)
+            results.setdefault(name, figures)
+            seconds[name].append(cpu)
+            print(f"round {round_index + 1}/{FLAGS.rounds} {name}: {cpu:.1f} CPU s",
+                  flush=True)
+    first = statistics.median(seconds[next(iter(found))])
+    for name, figures in results.items():
+        per_painting = statistics.median(seconds[name]) / figures["examples"]
+        figures["cpu_ms_per_painting"] = round(1000 * per_painting, 2)
+        figures["cost_ratio"] = round(statistics.median(seconds[name]) / first, 2)
+    print(f"\n{'variant':<48}{'views':>6}{'acc':>8}{'F1':>7}{'ECE':>7}{'NLL':>7}"
+          f"{'ms':>7}{'cost':>6}")
+    for name, f in results.items():
+        print(f"{name:<48}{f['views']:>6}{f['test_accuracy']:>8.3f}{f['macro_f1']:>7.3f}"
+              f"{f['ece']:>7.3f}{f['nll']:>7.3f}{f['cpu_ms_per_painting']:>7.1f}"
+              f"{f['cost_ratio']:>6.2f}")
+    if FLAGS.json_out:
+        with open(FLAGS.json_out, "w", encoding="utf-8") as out:
+            json.dump(results, out, indent=2)
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

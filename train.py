@@ -22,7 +22,9 @@ flags.DEFINE_string("workdir", None, "Directory for everything the run writes: c
                     "checkpoints, backup, TensorBoard logs, metrics.csv, report, saved_model/.")
 flags.DEFINE_enum("recipe", "default", list(configs.RECIPES), "Named set of overrides: "
                   "'original' reproduces the original notebook, 'default' is the project's.")
-flags.DEFINE_bool("overwrite", False, "Replace a different run already in --workdir.")
+flags.DEFINE_bool("overwrite", False, "Replace a different run already in --workdir (a "
+                  "finished run rerun with other views or export settings alone, e.g. "
+                  "--test_flips, is re-evaluated and re-exported instead, without training).")
 flags.mark_flag_as_required("workdir")
 config_lib.define_flags({name: configs.recipe_values(name) for name in configs.RECIPES})
 flags.adopt_module_key_flags(config_lib)  # --help lists the settings' flags beside these.

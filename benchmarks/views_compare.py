@@ -98,17 +98,14 @@ def measure(builder, data: pipeline.DataConfig, model, names: list[str], *,
 def main(argv):
     del argv
     memory.tune_malloc()  # As train.py.
-    config = train_lib.read_config(FLAGS.workdir)
-    if FLAGS.data_dir:
-        config = config.replace(data_dir=FLAGS.data_dir)
     weights = os.path.join(FLAGS.workdir, callbacks_lib.BEST_WEIGHTS)
     if not os.path.exists(weights):
         raise app.UsageError(f"{FLAGS.workdir} holds no kept weights ({weights}): "
                              "train a run there first")
+    config, model = train_lib.load_run(FLAGS.workdir, data_dir=FLAGS.data_dir)
     found = variants(config, FLAGS.views)
     builder = pipeline.load_builder(config.data.dataset, data_dir=config.data.data_dir)
     names = pipeline.artist_names(builder)
-    model = train_lib.restore_model(config, len(names), weights)
     results, seconds = {}, {name: [] for name in found}
     for round_index in range(FLAGS.rounds):
         for name, variant in found.items():

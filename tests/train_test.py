@@ -52,6 +52,37 @@ def test_rerun_reuses_finished_run_and_refuses_other_config(trained):
         train_lib.train_and_evaluate(other, workdir)
 
 
+def test_rerun_with_other_views_re_exports_the_kept_weights_without_training(trained, tmp_path):
+    import shutil
+
+    config, workdir, metrics = trained
+    copy = str(tmp_path / "run")
+    shutil.copytree(workdir, copy)
+    kept = (tmp_path / "run" / "checkpoints" / "best.weights.h5").read_bytes()
+    epochs = (tmp_path / "run" / "metrics.csv").read_text()
+    flipped = config.replace(test_flips=True, top_k=2)
+    # Training settings beside them still make it another run.
+    with pytest.raises(train_lib.WorkdirError,
+                       match=r"differs in: learning_rate, test_flips, top_k\)"):
+        train_lib.train_and_evaluate(flipped.replace(learning_rate=0.5), copy)
+    refinished = train_lib.train_and_evaluate(flipped, copy)
+    # No epoch trained, the same kept weights; a new report and export of them.
+    assert (tmp_path / "run" / "metrics.csv").read_text() == epochs
+    assert (tmp_path / "run" / "checkpoints" / "best.weights.h5").read_bytes() == kept
+    assert refinished["epochs_run"] == metrics["epochs_run"]
+    assert train_lib.read_config(copy) == flipped
+    with open(os.path.join(copy, "saved_model", "assets.extra", "metadata.json")) as f:
+        document = json.load(f)
+    assert document["views"]["count"] == 2 and document["config"]["data"]["test_flips"]
+    served = tf.saved_model.load(os.path.join(copy, "saved_model")).signatures["serving_default"]
+    with open(os.path.join(copy, "report.json")) as f:
+        assert json.load(f)["accuracy"] == refinished["test_accuracy"]
+    image = encode(np.zeros((40, 40, 3), np.uint8))
+    assert served(images=tf.constant([image]))["top_k_ids"].shape == (1, 2)
+    # Now it is this run, finished.
+    assert train_lib.prepare_workdir(flipped, copy, overwrite=False) == train_lib.FINISHED
+
+
 def test_config_json_of_the_flat_format_still_loads(trained, tmp_path):
     config, _, _ = trained
     # Version 0.1 wrote one flat object, with settings since removed.

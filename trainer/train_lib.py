@@ -24,6 +24,7 @@ CONFIG_FILE = "config.json"
 # Written last: its presence marks a run as finished.
 TEST_METRICS = "test_metrics.json"
 SAVED_MODEL = "saved_model"
+TFLITE = "tflite"
 
 
 class WorkdirError(RuntimeError):
@@ -42,8 +43,17 @@ def read_config(workdir: str) -> TrainConfig:
                            "--overwrite, or use the version that wrote it") from e
 
 
-def prepare_workdir(config: TrainConfig, workdir: str, *, overwrite: bool) -> bool:
-    """Claims `workdir` for `config`; True when it already holds this finished run."""
+# What `prepare_workdir` finds: a run to train (new, or interrupted: resumed), this run
+# finished, or this run finished with other FINISH_SETTINGS (re-evaluated, re-exported).
+TRAIN, FINISHED, REFINISH = "train", "finished", "refinish"
+# Settings that shape only what a finished run reports and exports, not its weights: a
+# rerun with other values re-evaluates and re-exports the kept weights, no training.
+FINISH_SETTINGS = frozenset({"eval_crops", "test_flips", "top_k", "export_tflite",
+                             "gallery_per_artist", "target_precision"})
+
+
+def prepare_workdir(config: TrainConfig, workdir: str, *, overwrite: bool) -> str:
+    """Claims `workdir` for `config`; says what it holds (TRAIN, FINISHED or REFINISH)."""
     config_path = os.path.join(workdir, CONFIG_FILE)
     if os.path.exists(config_path) and overwrite:
         logging.info("--overwrite: removing the previous run in %s", workdir)
@@ -52,17 +62,27 @@ def prepare_workdir(config: TrainConfig, workdir: str, *, overwrite: bool) -> bo
         previous = config_lib.to_flat(read_config(workdir))
         current = config_lib.to_flat(config)
         changed = sorted(k for k in current if previous.get(k) != current[k])
-        if changed:
+        if not set(changed) <= FINISH_SETTINGS:
             raise WorkdirError(
                 f"{workdir} holds a run with a different configuration "
                 f"(differs in: {', '.join(changed)}); use another --workdir or pass --overwrite")
         if os.path.exists(os.path.join(workdir, TEST_METRICS)):
-            return True
+            if not changed:
+                return FINISHED
+            # config.json changes once the new report and export are written: an
+            # interrupted rerun finds the old settings and does this again.
+            logging.info("%s holds this run, finished with another %s: re-evaluating and "
+                         "re-exporting its kept weights", workdir, ", ".join(changed))
+            return REFINISH
         logging.info("Resuming the run in %s", workdir)
+    write_config(config, workdir)
+    return TRAIN
+
+
+def write_config(config: TrainConfig, workdir: str) -> None:
     os.makedirs(workdir, exist_ok=True)
-    with open(config_path, "w", encoding="utf-8") as f:
+    with open(os.path.join(workdir, CONFIG_FILE), "w", encoding="utf-8") as f:
         json.dump(config.to_dict(), f, indent=2)
-    return False
 
 
 def build_model(config: TrainConfig, num_classes: int) -> keras.Model:
@@ -259,13 +279,21 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, overwrite: bool = F
         builder = pipeline.load_builder(config.data.dataset, data_dir=config.data.data_dir)
         train(config, workdir, builder)
         return {}
-    if prepare_workdir(config, workdir, overwrite=overwrite):
+    state = prepare_workdir(config, workdir, overwrite=overwrite)
+    if state == FINISHED:
         logging.info("%s already holds this finished run; reusing it", workdir)
         with open(os.path.join(workdir, TEST_METRICS), encoding="utf-8") as f:
             return json.load(f)
     builder = pipeline.load_builder(config.data.dataset, data_dir=config.data.data_dir)
-    model = train(config, workdir, builder)
-    return finish(config, workdir, builder, model)
+    if state == TRAIN:
+        return finish(config, workdir, builder, train(config, workdir, builder))
+    model = restore_model(config, pipeline.num_classes(builder),
+                          os.path.join(workdir, callbacks_lib.BEST_WEIGHTS))
+    for export_dir in (SAVED_MODEL, TFLITE):  # Nothing of the old export stays behind.
+        shutil.rmtree(os.path.join(workdir, export_dir), ignore_errors=True)
+    metrics = finish(config, workdir, builder, model)
+    write_config(config, workdir)
+    return metrics
 
 
 def headline_metrics(test: dict) -> dict:
@@ -324,7 +352,7 @@ def finish(config: TrainConfig, workdir: str, builder, model: keras.Model) -> di
         metadata={"dataset": builder.info.full_name, "metrics": metrics,
                   "config": config.to_dict()})
     if config.export.export_tflite:
-        export.export_tflite(model, os.path.join(workdir, "tflite"),
+        export.export_tflite(model, os.path.join(workdir, TFLITE),
                              image_size=config.data.image_size, artist_names=artists)
     with open(os.path.join(workdir, TEST_METRICS), "w", encoding="utf-8") as f:
         json.dump(metrics, f, indent=2)

@@ -47,7 +47,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import configs  # noqa: E402
 import pipeline  # noqa: E402
 from artist_tfds.best_artworks import images, layout, naming  # noqa: E402
-from benchmarks import recipe_compare  # noqa: E402  For build_dataset.
+from benchmarks import recipe_compare  # noqa: E402  For build_dataset and claim.
 from tools import memory  # noqa: E402
 from trainer import config as config_lib  # noqa: E402
 from trainer import train_lib  # noqa: E402
@@ -112,19 +112,6 @@ def source_folders(source_dir: str) -> layout.Scan:
     return scan
 
 
-def claim_workdir(workdir: str, record: dict) -> None:
-    """Marks `workdir` as this selection's, or refuses one made for another."""
-    path = os.path.join(workdir, HELD_OUT_RECORD)
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            if json.load(f) != record:
-                raise app.UsageError(f"{workdir} holds a run without other artists ({path}); "
-                                     "use another --workdir")
-    os.makedirs(workdir, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=2)
-
-
 def link_known(source_dir: str, target: str, known: list[str], artists_csv: str | None) -> None:
     """`target`: a symlink to each known artist's folder, and to artists.csv if there is one."""
     os.makedirs(target, exist_ok=True)
@@ -138,8 +125,9 @@ def prepare_run(workdir: str, source_dir: str, held_out: list[str], scan: layout
                 ) -> tuple[str, dict]:
     """Steps 1 and 2: (the known artists' built dataset name, the run's test metrics)."""
     known = sorted({f.folder for f in scan.files} - set(held_out))
-    claim_workdir(workdir, {"source_dir": os.path.abspath(source_dir), "held_out": held_out,
-                            "known": known})
+    recipe_compare.claim(workdir, HELD_OUT_RECORD,
+                         {"source_dir": os.path.abspath(source_dir), "held_out": held_out,
+                          "known": known}, other="a run without other artists")
     link_known(source_dir, os.path.join(workdir, "source"), known, scan.artists_csv)
     data_dir = os.path.join(workdir, "data")
     dataset = recipe_compare.build_dataset(os.path.join(workdir, "source"), data_dir,

@@ -110,12 +110,7 @@ def subsample(source_dir: str, target: str, *, artists: int, paintings: int,
               for file in sorted(rng.sample(by_folder[name], paintings), key=lambda f: f.key)]
     record = {"source_dir": os.path.abspath(source_dir), "artists": artists,
               "paintings": paintings, "seed": seed, "files": [f.key for f in chosen]}
-    path = os.path.join(target, SUBSAMPLE_RECORD)
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            if json.load(f) != record:
-                raise app.UsageError(f"{target} holds another subsample ({path}); use "
-                                     "another --workdir")
+    claim(target, SUBSAMPLE_RECORD, record, other="another subsample")
     for file in chosen:
         link = os.path.join(target, *file.key.split("/"))
         os.makedirs(os.path.dirname(link), exist_ok=True)
@@ -124,9 +119,21 @@ def subsample(source_dir: str, target: str, *, artists: int, paintings: int,
     if scan.artists_csv and not os.path.lexists(
             csv_link := os.path.join(target, os.path.basename(scan.artists_csv))):
         os.symlink(os.path.abspath(scan.artists_csv), csv_link)
+    return target
+
+
+def claim(directory: str, record_file: str, record: dict, *, other: str) -> None:
+    """Marks `directory` as made for `record` (kept in `record_file`), or refuses it when
+    it was made for another (`other` names what it then holds)."""
+    path = os.path.join(directory, record_file)
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            if json.load(f) != record:
+                raise app.UsageError(f"{directory} holds {other} ({path}); use another "
+                                     "--workdir")
+    os.makedirs(directory, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         json.dump(record, f, indent=1)
-    return target
 
 
 # Settings that change what a training step costs: an ablation of any of them has its

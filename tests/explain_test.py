@@ -57,6 +57,8 @@ def test_a_map_without_positive_evidence_is_zero_not_nan():
 @pytest.mark.parametrize("name,options,grid,width", [
     ("seed_cnn", {}, (4, 4), 128),
     ("resnet_small", {}, (1, 1), 192),
+    # Mean and standard deviation: twice the channels, and still the block's maps.
+    ("resnet_small", {"pooling": "mean_std"}, (1, 1), 384),
     # The backbone's own output (pooled outside it), not a layer of the classifier.
     ("backbone", {"backbone": "mobilenetv3small"}, (1, 1), 576),
 ])

@@ -107,15 +107,26 @@ def test_unknown_recipe():
         configs.resolve("fancy", {})
 
 
-@pytest.mark.parametrize("name", ["seed_cnn", "resnet_small"])  # backbone: see below.
-def test_each_model_trains_a_step(name):
-    model = models.create_model(name, num_classes=4, image_size=48)
+@pytest.mark.parametrize("name,options", [("seed_cnn", {}), ("resnet_small", {}),
+                                          ("resnet_small", {"pooling": "mean_std"})])
+def test_each_model_trains_a_step(name, options):  # backbone: see below.
+    model = models.create_model(name, num_classes=4, image_size=48, **options)
     model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     x = np.random.default_rng(0).random((4, 48, 48, 3), dtype=np.float32)
     before = [w.copy() for w in model.get_weights()]
     loss = model.train_on_batch(x, np.arange(4))
     assert np.isfinite(loss) and model.output_shape == (None, 4)
     assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_mean_std_pooling_gives_each_channels_mean_then_standard_deviation():
+    maps = np.zeros((2, 2, 2, 3), np.float32)
+    maps[0, :, :, 0] = [[0, 2], [0, 2]]  # Mean 1, deviation 1.
+    maps[0, :, :, 1] = 5  # Flat: deviation 0 (but for the epsilon under the root).
+    maps[1, :, :, 2] = [[1, 2], [3, 6]]  # Mean 3, variance (4 + 1 + 0 + 9) / 4.
+    pooled = keras.ops.convert_to_numpy(models.MeanStdPooling2D()(maps))
+    np.testing.assert_allclose(pooled, [[1, 5, 0, 1, 0, 0], [0, 0, 3, 0, 0, 3.5 ** 0.5]],
+                               atol=2e-3)
 
 
 def test_original_cnn_has_the_original_shape():

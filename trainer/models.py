@@ -60,8 +60,27 @@ def _residual_block(x, filters: int, *, strides: int):
     return layers.Activation("relu")(layers.Add()([x, shortcut]))
 
 
+@keras.saving.register_keras_serializable(package="artist_id")
+class MeanStdPooling2D(layers.Layer):
+    """Feature maps [B, H, W, C] -> each channel's mean and standard deviation [B, 2C],
+    in float32: the statistics style transfer takes for an image's style (Huang &
+    Belongie 2017, AdaIN); one layer, so the maps stay the graph's last 4-D tensor."""
+
+    def call(self, maps):
+        maps = keras.ops.cast(maps, "float32")
+        mean = keras.ops.mean(maps, axis=(1, 2))
+        deviation = keras.ops.sqrt(keras.ops.var(maps, axis=(1, 2)) + 1e-6)
+        return keras.ops.concatenate([mean, deviation], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 2 * input_shape[-1])
+
+
+POOLINGS = {"avg": layers.GlobalAveragePooling2D, "mean_std": MeanStdPooling2D}
+
+
 def resnet_small(
-    *, num_classes: int, image_size: int, dropout: float = 0.2,
+    *, num_classes: int, image_size: int, dropout: float = 0.2, pooling: str = "avg",
     widths: tuple[int, ...] = (24, 48, 96, 192), **_,
 ) -> keras.Model:
     """A small residual network for paintings from scratch (~1.5 M parameters).
@@ -78,7 +97,7 @@ def resnet_small(
         x = _residual_block(x, filters, strides=1 if i == 0 else 2)
         if i >= 2:  # A second block where maps are small and cheap.
             x = _residual_block(x, filters, strides=1)
-    x = layers.GlobalAveragePooling2D()(x)
+    x = POOLINGS[pooling]()(x)
     x = layers.Dropout(dropout)(x)
     return keras.Model(inputs, _logits(x, num_classes), name="resnet_small")
 
@@ -135,6 +154,11 @@ class ModelConfig(settings.Section):
                            "layer but the classifier is taken).")
     dropout: float = setting(0.2, "Dropout before the classifier (resnet_small, backbone).",
                              bounds=(0.0, 0.99))
+    pooling: str = setting(
+        "avg", "resnet_small: how its last feature maps become the painting's embedding: avg "
+        "(each channel's mean) or mean_std (its mean and standard deviation, the statistics "
+        "of style transfer: brushwork and palette as much as what is where).",
+        choices=tuple(POOLINGS))
     bn_momentum: float = setting(
         0.0, "resnet_small: momentum of batch norm's moving averages while training; 0 "
         "(default): matched to the collection, so that they span about half an epoch "

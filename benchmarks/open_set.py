@@ -61,9 +61,6 @@ TARGET_UNKNOWN_REJECTED = 0.50
 TARGET_KNOWN_REJECTED = 0.15
 
 FLAGS = flags.FLAGS
-# Importing recipe_compare defined its flags; this script defines its own.
-for _flag in FLAGS.get_flags_for_module(recipe_compare):
-    delattr(FLAGS, _flag.name)
 flags.DEFINE_string("source_dir", None, "Folder of paintings, one subfolder per artist.")
 flags.DEFINE_string("workdir", None, "Where the reduced source folder (symlinks), the dataset "
                     "and the run go.")

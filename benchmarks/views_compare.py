@@ -120,10 +120,11 @@ def main(argv):
         per_painting = statistics.median(seconds[name]) / figures["examples"]
         figures["cpu_ms_per_painting"] = round(1000 * per_painting, 2)
         figures["cost_ratio"] = round(statistics.median(seconds[name]) / first, 2)
-    print(f"\n{'variant':<48}{'views':>6}{'acc':>8}{'F1':>7}{'ECE':>7}{'NLL':>7}"
+    width = max(len(name) for name in results) + 2
+    print(f"\n{'variant':<{width}}{'views':>6}{'acc':>8}{'F1':>7}{'ECE':>7}{'NLL':>7}"
           f"{'ms':>7}{'cost':>6}")
     for name, f in results.items():
-        print(f"{name:<48}{f['views']:>6}{f['test_accuracy']:>8.3f}{f['macro_f1']:>7.3f}"
+        print(f"{name:<{width}}{f['views']:>6}{f['test_accuracy']:>8.3f}{f['macro_f1']:>7.3f}"
               f"{f['ece']:>7.3f}{f['nll']:>7.3f}{f['cpu_ms_per_painting']:>7.1f}"
               f"{f['cost_ratio']:>6.2f}")
     if FLAGS.json_out:

@@ -17,6 +17,8 @@
    timed in turn, then enforced by `--cpu_budget_seconds`). An ablation that leaves
    the step's cost alone (none of `COST_SETTINGS`) trains the second recipe's
    epochs: it differs from it in its settings alone, not in a noisy estimate.
+   One of views or export settings alone (e.g. `test_flips=true`, `eval_crops=4`)
+   trains nothing: the second recipe's run is copied and re-evaluated with them.
 4. Prints each variant's test accuracy and macro-F1 (mean and standard
    deviation over seeds) and the gain over the first recipe; the last line is
    one JSON object {variant: {"test_accuracy", "test_accuracy_sd", "macro_f1",
@@ -33,6 +35,7 @@ import collections
 import json
 import os
 import random
+import shutil
 import statistics
 import sys
 import time
@@ -221,6 +224,22 @@ def variants() -> dict[str, tuple[str, dict]]:
     return found
 
 
+def views_of_base(base_dir: str, workdir: str, settings: dict) -> dict:
+    """An ablation of views or export settings alone (`train_lib.FINISH_SETTINGS`): the
+    base run's kept weights, copied and re-evaluated with them (no training), so the two
+    differ in those settings and nothing else, not even in a training run's luck."""
+    from trainer import train_lib
+
+    if not os.path.exists(workdir):  # Copied whole or not at all.
+        shutil.rmtree(workdir + ".partial", ignore_errors=True)
+        shutil.copytree(base_dir, workdir + ".partial", ignore=shutil.ignore_patterns(
+            train_lib.SAVED_MODEL, train_lib.TFLITE, "tensorboard"))
+        os.replace(workdir + ".partial", workdir)
+    logging.info("%s: the run of %s, re-evaluated with %s", workdir, base_dir, settings)
+    return train_lib.train_and_evaluate(train_lib.read_config(base_dir).replace(**settings),
+                                        workdir)
+
+
 def mean_and_sd(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
@@ -267,6 +286,11 @@ def main(argv):
                            encoding="utf-8"))["per_artist"])
         for name, (recipe, settings) in variants().items():
             workdir = os.path.join(FLAGS.workdir, name.replace("=", "_"), f"seed{seed}")
+            if settings and set(settings) <= train_lib.FINISH_SETTINGS:
+                runs[name].append(summary(views_of_base(
+                    os.path.join(FLAGS.workdir, FLAGS.recipes[1], f"seed{seed}"), workdir,
+                    settings)))
+                continue
             config = configs.resolve(recipe, {**common, **settings, "seed": seed})
             if (metrics := finished_run(workdir, config)) is not None:
                 runs[name].append(summary(metrics))  # Epochs from an earlier estimate.

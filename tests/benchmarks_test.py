@@ -58,13 +58,15 @@ def test_recipe_compare(tmp_path):
         for i in range(30):
             pixels = np.clip(palette + rng.normal(0, 40, (64, 80, 3)), 0, 255).astype(np.uint8)
             Image.fromarray(pixels).save(folder / f"{i}.jpg", quality=90)
-    figures = last_json("recipe_compare.py", f"--source_dir={tmp_path / 'source'}",
-                        f"--workdir={tmp_path / 'work'}", "--original_epochs=1",
-                        # The plumbing, not the recipes: the small CNN for every run, no gallery.
-                        "--max_default_epochs=2",
-                        "--set=image_size=32,batch_size=16,model=seed_cnn,gallery_per_artist=0",
-                        "--ablations=bn_momentum=0.9", "--seeds=2")
-    assert set(figures) == {"original", "default", "default+bn_momentum=0.9"}
+    command = ["recipe_compare.py", f"--source_dir={tmp_path / 'source'}",
+               f"--workdir={tmp_path / 'work'}", "--original_epochs=1",
+               # The plumbing, not the recipes: the small CNN for every run, no gallery.
+               "--max_default_epochs=2",
+               "--set=image_size=32,batch_size=16,model=seed_cnn,gallery_per_artist=0",
+               "--ablations=bn_momentum=0.9,test_flips=true", "--seeds=2"]
+    figures = last_json(*command)
+    assert set(figures) == {"original", "default", "default+bn_momentum=0.9",
+                            "default+test_flips=true"}
     for variant in figures.values():
         assert len(variant["runs"]) == 2  # One per seed.
         accuracies = [run["test_accuracy"] for run in variant["runs"]]
@@ -79,6 +81,19 @@ def test_recipe_compare(tmp_path):
     # The ablation leaves the step cost alone: it trains its base's epochs.
     base = json.loads((tmp_path / "work" / "default" / "seed1" / "config.json").read_text())
     assert config["training"]["epochs"] == base["training"]["epochs"]
+    # Views alone train nothing: the base run's own epochs and weights, other views.
+    work = tmp_path / "work"
+    for seed in ("seed0", "seed1"):
+        flipped, base_dir = work / "default+test_flips_true" / seed, work / "default" / seed
+        recorded = json.loads((base_dir / "config.json").read_text())
+        assert json.loads((flipped / "config.json").read_text()) == {
+            **recorded, "data": {**recorded["data"], "test_flips": True}}
+        assert (flipped / "metrics.csv").read_text() == (base_dir / "metrics.csv").read_text()
+        assert ((flipped / "checkpoints" / "best.weights.h5").read_bytes()
+                == (base_dir / "checkpoints" / "best.weights.h5").read_bytes())
+    assert ([run["cpu_seconds"] for run in figures["default+test_flips=true"]["runs"]]
+            == [run["cpu_seconds"] for run in figures["default"]["runs"]])
+    assert last_json(*command) == figures  # A rerun reuses every finished run.
 
 
 def test_recipe_compare_subsample_links_a_seeded_small_collection(tmp_path):

@@ -61,11 +61,14 @@ def variants(config, items: list[str]) -> dict[str, object]:
     own = "+".join(f"{name}={getattr(config.data, name)}".lower() for name in VIEW_SETTINGS)
     found = {f"run ({own})": config}
     for item in items:
-        settings = config_lib.parse_assignments(item.split("+"))
-        if other := sorted(set(settings) - set(VIEW_SETTINGS)):
-            raise app.UsageError(f"--views={item}: {', '.join(other)} changes training, not the "
-                                 f"views; only {', '.join(VIEW_SETTINGS)} can vary here")
-        found[item] = config.replace(**settings)
+        try:
+            settings = config_lib.parse_assignments(item.split("+"))
+            if other := sorted(set(settings) - set(VIEW_SETTINGS)):
+                raise app.UsageError(f"{', '.join(other)} changes training, not the views; only "
+                                     f"{', '.join(VIEW_SETTINGS)} can vary here")
+            found[item] = config.replace(**settings)
+        except (config_lib.ConfigError, ValueError, app.UsageError) as e:
+            raise app.UsageError(f"--views={item}: {e}") from e
     return found
 
 
@@ -102,6 +105,7 @@ def main(argv):
     if not os.path.exists(weights):
         raise app.UsageError(f"{FLAGS.workdir} holds no kept weights ({weights}): "
                              "train a run there first")
+    found = variants(train_lib.read_config(FLAGS.workdir), FLAGS.views)  # Bad --views: now.
     config, model = train_lib.load_run(FLAGS.workdir, data_dir=FLAGS.data_dir)
     found = variants(config, FLAGS.views)
     builder = pipeline.load_builder(config.data.dataset, data_dir=config.data.data_dir)

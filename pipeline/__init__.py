@@ -7,6 +7,7 @@ from pipeline.input_pipeline import (  # noqa: F401
     DatasetError,
     artist_names,
     create_split,
+    crops_repeating_whole,
     encoded_images,
     encoded_split,
     gallery_split,

@@ -183,6 +183,20 @@ def encoded_images(builder, split: str) -> list[bytes]:
     return list(ds.as_numpy_iterator())
 
 
+def crops_repeating_whole(builder, split: str, data: DataConfig, *, sample: int = 200
+                          ) -> float:
+    """The share of (up to `sample` of) a split's paintings whose crops under `data`'s views
+    only repeat the whole painting (`views.repeats_whole`): crops that cost a forward
+    pass each and add nothing. 0.0 without crops."""
+    if not data.views.crops:
+        return 0.0
+    ds = read_shards(builder, split, training=False, seed=0).take(sample)
+    shapes = [tf.image.decode_image(f["image"], channels=3, expand_animations=False).shape
+              for f in ds]
+    repeated = [views_lib.repeats_whole(shape[0], shape[1], data.views) for shape in shapes]
+    return sum(repeated) / len(repeated) if repeated else 0.0
+
+
 def encoded_split(builder, split: str, *, batch_size: int) -> tf.data.Dataset:
     """Batches of (encoded bytes [B], labels) in stored order: a split as a server receives it."""
     ds = read_shards(builder, split, training=False, seed=0)

@@ -96,6 +96,13 @@ def scale_for_crops(image: tf.Tensor, image_size: int, crop_scale: float) -> tf.
                    lambda: ops._to_uint8(ops.resample(image, size)))
 
 
+def repeats_whole(height: int, width: int, spec: Views) -> bool:
+    """Whether every crop of a painting this size is its whole view: at the stored scale
+    (`crop_scale` 0), a square no larger than `image_size` (enlarged to it, then cropped
+    to all of it)."""
+    return bool(spec.crops) and not spec.crop_scale and height == width <= spec.image_size
+
+
 def crop_grid(image: tf.Tensor, image_size: int, crops: int) -> tf.Tensor:
     """uint8 [h, w, 3], h and w >= image_size -> the first `crops` squares of `CROP_POSITIONS`,
     uint8 [crops, image_size, image_size, 3]; offsets in whole pixels (centre: rounded down)."""

@@ -94,6 +94,33 @@ def test_combined_logits_are_the_log_of_the_mean_probability():
                                [[0.5 ** 0.5, 0.5 ** 0.5]], rtol=1e-6)
 
 
+def test_crops_of_a_small_square_repeat_it_and_are_flagged_so(tiny_builder):
+    spec = views_lib.Views(32, crops=4)
+    square = views_lib.views(tf.constant(ramp(24, 24)), spec).numpy()
+    # Enlarged to 32 px and cropped to 32 px: each crop is the whole view again.
+    assert all(np.array_equal(view, square[0]) for view in square[1:])
+    assert views_lib.repeats_whole(24, 24, spec) and views_lib.repeats_whole(32, 32, spec)
+    oblong = views_lib.views(tf.constant(ramp(24, 30)), spec).numpy()
+    assert not np.array_equal(oblong[2], oblong[0])
+    assert not views_lib.repeats_whole(24, 30, spec)
+    assert not views_lib.repeats_whole(40, 40, spec)  # Larger: crops see a part of it.
+    assert not views_lib.repeats_whole(24, 24, views_lib.Views(32, crops=4, crop_scale=1.5))
+    assert not views_lib.repeats_whole(24, 24, views_lib.Views(32))  # No crops at all.
+    # A split's share: its squares, at an image size above every painting's; none below.
+    import io
+
+    from PIL import Image
+
+    sizes = [Image.open(io.BytesIO(data)).size
+             for data in pipeline.encoded_images(tiny_builder, "test")]
+    squares = sum(width == height for width, height in sizes)
+    assert 0 < squares < len(sizes)
+    data = pipeline.DataConfig(dataset=TINY, image_size=512, eval_crops=2)
+    assert pipeline.crops_repeating_whole(tiny_builder, "test", data) == squares / len(sizes)
+    small = pipeline.DataConfig(dataset=TINY, image_size=128, eval_crops=2)
+    assert pipeline.crops_repeating_whole(tiny_builder, "test", small) == 0.0
+
+
 def test_evaluation_split_gives_every_view_and_its_first_is_the_whole_painting(tiny_builder):
     common = dict(training=False, image_size=32, batch_size=8)
     (single, labels), = make_split(tiny_builder, "test", **common).take(1)

@@ -286,6 +286,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, overwrite: bool = F
         with open(os.path.join(workdir, TEST_METRICS), encoding="utf-8") as f:
             return json.load(f)
     builder = pipeline.load_builder(config.data.dataset, data_dir=config.data.data_dir)
+    warn_if_crops_repeat(config, builder)
     if state == TRAIN:
         return finish(config, workdir, builder, train(config, workdir, builder))
     model = restore_model(config, pipeline.num_classes(builder),
@@ -295,6 +296,21 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, overwrite: bool = F
     metrics = finish(config, workdir, builder, model)
     write_config(config, workdir)
     return metrics
+
+
+def warn_if_crops_repeat(config: TrainConfig, builder) -> None:
+    """Says so, before any training, when most paintings' crops would only repeat them."""
+    split = next((s for s in ("validation", "test") if s in builder.info.splits), None)
+    data = evaluation_data(config)
+    if split is None or not data.eval_crops:
+        return
+    if (share := pipeline.crops_repeating_whole(builder, split, data)) >= 0.5:
+        logging.warning(
+            "--eval_crops=%d: %.0f%% of the %s paintings are squares of at most "
+            "--image_size=%d px, so each of their crops at the stored scale is the whole "
+            "painting again: %d forward passes a painting for what one gives. Crop them "
+            "enlarged (--crop_scale=1.5) or at a smaller --image_size.", data.eval_crops,
+            100 * share, split, data.image_size, data.views.count)
 
 
 def headline_metrics(test: dict) -> dict:

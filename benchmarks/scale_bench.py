@@ -10,7 +10,7 @@ stages each run in a process of their own, so each has its own peak RSS:
   (the builder's default process pool);
 * `epoch`: one pass of the training split through `create_split` with the
   default recipe's full augmentation (what feeds the trainer);
-* `infer`: every stored painting decoded, resized and run through the default
+* `infer`: every stored painting decoded, resized and run through the scratch
   recipe's model (`resnet_small`, untrained: the cost does not depend on the
   weights), batch 64.
 

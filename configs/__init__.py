@@ -8,7 +8,7 @@ import importlib
 
 from trainer import config as config_lib
 
-RECIPES = ("default", "original", "finetune")
+RECIPES = ("default", "scratch", "original", "finetune")
 
 
 def recipe_values(name: str) -> dict:

@@ -6,6 +6,9 @@ translation (0.3, 0.2), contrast 0.2 (the notebook's five Keras layers).
 
 RECIPE = dict(
     model="seed_cnn",
+    weights="none",
+    freeze_epochs=0,
+    balance="none",
     image_size=300,
     epochs=20,
     optimizer="rmsprop",

@@ -62,7 +62,8 @@ def test_recipe_compare(tmp_path):
                f"--workdir={tmp_path / 'work'}", "--original_epochs=1",
                # The plumbing, not the recipes: the small CNN for every run, no gallery.
                "--max_default_epochs=2",
-               "--set=image_size=32,batch_size=16,model=seed_cnn,gallery_per_artist=0",
+               "--set=image_size=32,batch_size=16,model=seed_cnn,weights=none,freeze_epochs=0,"
+               "gallery_per_artist=0",
                "--ablations=bn_momentum=0.9,test_flips=true", "--seeds=2"]
     figures = last_json(*command)
     assert set(figures) == {"original", "default", "default+bn_momentum=0.9",
@@ -202,8 +203,8 @@ def test_open_set(tmp_path):
     out = tmp_path / "open_set.json"
     figures = last_json("open_set.py", f"--source_dir={tmp_path / 'source'}",
                         f"--workdir={tmp_path / 'work'}", "--held_out=1", f"--json_out={out}",
-                        "--set=model=seed_cnn,image_size=32,batch_size=8,epochs=1,"
-                        "warmup_epochs=0,gallery_per_artist=0")
+                        "--recipe=scratch", "--set=model=seed_cnn,image_size=32,batch_size=8,"
+                        "epochs=1,warmup_epochs=0,gallery_per_artist=0")
     assert json.loads(out.read_text()) == figures
     assert sorted(os.listdir(tmp_path / "work" / "source")) == sorted(
         set(counts) - set(figures["held_out"]))
@@ -259,8 +260,8 @@ def test_scale_bench(tmp_path):
 def test_multi_worker_bench(tiny_data_dir, tmp_path):
     figures = last_json("multi_worker_bench.py", "--dataset=sample_paintings/tiny",
                         f"--data_dir={tiny_data_dir}", f"--workdir={tmp_path}", "--epochs=2",
-                        "--rounds=1", "--train_flags=--model=seed_cnn,--image_size=32,"
-                        "--batch_size=8,--warmup_epochs=1",
+                        "--rounds=1", "--train_flags=--recipe=scratch,--model=seed_cnn,"
+                        "--image_size=32,--batch_size=8,--warmup_epochs=1",
                         # Two of the four (the two-worker test trains the others' way).
                         "--cases=loop x1,loop x2")
     assert set(figures["images_per_s"]) == {"loop x1", "loop x2"}

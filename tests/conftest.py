@@ -178,9 +178,9 @@ def png_header(width: int, height: int) -> bytes:
 
 
 def tiny_config(data_dir: str, **overrides) -> config_lib.TrainConfig:
-    """The default recipe shrunk to seconds: the original's small CNN (a fraction of
+    """The scratch recipe shrunk to seconds: the original's small CNN (a fraction of
     resnet_small's graph to trace), 32 px, batches of 8, 2 epochs, on TINY."""
-    return configs.resolve("default", {"dataset": TINY, "data_dir": data_dir, "model": "seed_cnn",
+    return configs.resolve("scratch", {"dataset": TINY, "data_dir": data_dir, "model": "seed_cnn",
                                        "image_size": 32, "batch_size": 8, "epochs": 2,
                                        "warmup_epochs": 1, **overrides})
 

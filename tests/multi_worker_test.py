@@ -71,7 +71,7 @@ def start_workers(ports: list[int], args: list[str], tmp_path, *, record: bool =
 def train_args(data_dir: str, workdir, *, epochs: int) -> list[str]:
     # resnet_small: batch norm, so synchronised statistics are tested too.
     return [f"--dataset={TINY}", f"--data_dir={data_dir}", f"--workdir={workdir}",
-            "--model=resnet_small", "--image_size=32", "--batch_size=8", f"--epochs={epochs}",
+            "--recipe=scratch", "--image_size=32", "--batch_size=8", f"--epochs={epochs}",
             "--warmup_epochs=1", "--strategy=multi_worker", "--gallery_per_artist=0"]
 
 

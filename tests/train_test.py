@@ -32,7 +32,7 @@ def test_workdir_holds_everything(trained):
     assert not os.path.exists(os.path.join(workdir, "backup"))  # Removed once finished.
     with open(os.path.join(workdir, "config.json")) as f:
         recorded = json.load(f)
-    assert recorded["data"]["image_size"] == 32 and recorded["recipe"] == "default"
+    assert recorded["data"]["image_size"] == 32 and recorded["recipe"] == "scratch"
     assert config_lib.from_dict(recorded) == config
     with open(os.path.join(workdir, "metrics.csv")) as f:
         lines = f.read().splitlines()
@@ -86,7 +86,7 @@ def test_rerun_with_other_views_re_exports_the_kept_weights_without_training(tra
 def test_config_json_of_the_flat_format_still_loads(trained, tmp_path):
     config, _, _ = trained
     # Version 0.1 wrote one flat object, with settings since removed.
-    flat = {**config_lib.to_flat(config), "recipe": "default", "retired_setting": 1}
+    flat = {**config_lib.to_flat(config), "recipe": config.recipe, "retired_setting": 1}
     (tmp_path / "config.json").write_text(json.dumps(flat))
     assert train_lib.read_config(str(tmp_path)) == config
     (tmp_path / "config.json").write_text(json.dumps({"recipe": "default", "image_size": 4}))

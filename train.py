@@ -21,7 +21,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for everything the run writes: config.json, "
                     "checkpoints, backup, TensorBoard logs, metrics.csv, report, saved_model/.")
 flags.DEFINE_enum("recipe", "default", list(configs.RECIPES), "Named set of overrides: "
-                  "'original' reproduces the original notebook, 'default' is the project's.")
+                  "'default' (the project's) fine-tunes EfficientNet-Lite0 from ImageNet "
+                  "('finetune': the same); 'scratch' trains resnet_small from scratch; "
+                  "'original' reproduces the original notebook.")
 flags.DEFINE_bool("overwrite", False, "Replace a different run already in --workdir (a "
                   "finished run rerun with other views or export settings alone, e.g. "
                   "--test_flips, is re-evaluated and re-exported instead, without training).")

@@ -63,8 +63,9 @@ class DataConfig(settings.Section):
     batch_size: int = setting(32, "Global batch size.", bounds=(1, None))
     cache: bool = setting(False, "Cache decoded images in memory after the first epoch "
                           "(small datasets).")
-    balance: str = setting("class_weight", "Class balance: none, class_weight (loss weights from split "
-                           "counts) or resample (in-graph rebalancing).", choices=balance_lib.MODES)
+    balance: str = setting("class_weight", "Class balance: none, class_weight (loss weights from "
+                           "split counts) or resample (in-graph rebalancing).",
+                           choices=balance_lib.MODES)
     tf_data_service: str | None = setting(None, "grpc://HOST:PORT of a tf.data service "
                                           "dispatcher to run preprocessing on.")
     eval_crops: int = setting(0, "Multi-crop inference: crops (centre, then the corners) that "

@@ -97,8 +97,8 @@ def test_training_on_separate_servers_goes_on_when_a_killed_worker_restarts(
     trainer = subprocess.Popen(
         [sys.executable, "train.py", f"--dataset={TINY}",
          f"--data_dir={sharded_builder.data_dir_root}", f"--workdir={workdir}", "--recipe=scratch",
-         "--model=seed_cnn",
-         "--image_size=32", "--batch_size=4", f"--epochs={epochs}", "--warmup_epochs=1",
+         "--model=seed_cnn", "--image_size=32", "--batch_size=4", f"--epochs={epochs}",
+         "--warmup_epochs=1",
          f"--tf_data_service=grpc://localhost:{port}", "--gallery_per_artist=0"],
         cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:

@@ -32,12 +32,16 @@ def flag_name(field: dataclasses.Field) -> str:
     return field.metadata.get("flag") or field.name
 
 
+def is_optional(field: dataclasses.Field) -> bool:
+    """Whether the field's type is `X | None` (the setting may be unset)."""
+    return isinstance(field.type, types.UnionType)
+
+
 def value_type(field: dataclasses.Field) -> type:
     """bool, int, float or str: the field's type without `| None`."""
-    kind = field.type
-    if isinstance(kind, types.UnionType):
-        kind = next(t for t in kind.__args__ if t is not type(None))
-    return kind
+    if is_optional(field):
+        return next(t for t in field.type.__args__ if t is not type(None))
+    return field.type
 
 
 def check(section) -> None:

@@ -10,7 +10,6 @@ always had), `--help` and range checks all derive from the declarations.
 """
 
 import dataclasses
-import types
 import typing
 
 from absl import flags
@@ -176,7 +175,7 @@ def parse_assignments(assignments: list[str]) -> dict:
         kind = settings.value_type(field)
         if kind is bool:
             values[name] = text.lower() in ("1", "true", "yes")
-        elif text in ("", "none", "None") and isinstance(field.type, types.UnionType):
+        elif text in ("", "none", "None") and settings.is_optional(field):
             values[name] = None  # An optional setting unset; "none" is a value of the others.
         else:
             values[name] = kind(text)

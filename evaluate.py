@@ -44,6 +44,7 @@ def evaluate(model_dir: str, builder, split: str, out_dir: str, *, batch_size: i
     return evaluation.evaluate_split(builder, split, data, predict_fn, out_dir,
                                      temperature=answer.get("temperature", 1.0),
                                      min_confidence=answer.get("min_confidence", 0.0),
+                                     min_familiarity=answer.get("min_familiarity"),
                                      encoded=evaluation.multi_view(document))
 
 

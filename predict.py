@@ -45,6 +45,10 @@ flags.DEFINE_float("min_confidence", None, "Say 'unknown artist' when the top pr
                    "is below this (0-1; 0: never). Default: the model's own rule, chosen on its "
                    "validation split for a stated precision (--info shows it).",
                    lower_bound=0.0, upper_bound=1.0)
+flags.DEFINE_float("min_familiarity", None, "Also say 'unknown artist' when the painting's "
+                   "familiarity (cosine similarity to the training paintings most like it) is "
+                   "below this (-1: never). Default: the model's own distance test, if it has "
+                   "one (models exported with a gallery).", lower_bound=-1.0, upper_bound=1.0)
 flags.DEFINE_bool("info", False, "Print what the model knows about itself (artists, image "
                   "size, preprocessing, dataset, metrics) and exit.")
 flags.DEFINE_enum("progress", "auto", ["auto", "on", "off"],
@@ -138,11 +142,20 @@ def _split_and_retry(signature, paths: list[str]) -> list[tuple[str, dict | str]
     return classify(signature, paths[:middle]) + classify(signature, paths[middle:])
 
 
-def is_unknown(outputs: dict) -> bool:
-    """--min_confidence if given, else the model's `unknown` (models without one: never)."""
-    if FLAGS.min_confidence is not None:
-        return bool(outputs["top_k_probabilities"][0] < FLAGS.min_confidence)
-    return bool(outputs.get("unknown", False))
+def is_unknown(outputs: dict, rule: dict) -> bool:
+    """The model's `unknown` (models without one: never); with --min_confidence or
+    --min_familiarity, the model's `rule` (its metadata's "abstention") with those parts
+    replaced."""
+    if FLAGS.min_confidence is None and FLAGS.min_familiarity is None:
+        return bool(outputs.get("unknown", False))
+    min_confidence = (FLAGS.min_confidence if FLAGS.min_confidence is not None
+                      else rule.get("min_confidence", 0.0))
+    min_familiarity = (FLAGS.min_familiarity if FLAGS.min_familiarity is not None
+                       else rule.get("min_familiarity"))
+    unknown = outputs["top_k_probabilities"][0] < min_confidence
+    if min_familiarity is not None and "familiarity" in outputs:
+        unknown |= outputs["familiarity"] < min_familiarity
+    return bool(unknown)
 
 
 def ranked(outputs: dict, top_k: int, artists: list[dict]) -> list[dict]:
@@ -248,8 +261,10 @@ def format_info(model_dir: str, document: dict) -> str:
     if document.get("calibration"):
         lines.append(f"Calibration: temperature {document['calibration']['temperature']:.3f}")
     rule = document.get("abstention") or {}
-    if rule.get("min_confidence"):
+    if rule.get("min_confidence") or rule.get("min_familiarity") is not None:
         lines.append(f"Unknown artist: top probability < {rule['min_confidence']:.3f}"
+                     + (f" or familiarity < {rule['min_familiarity']:.3f}"
+                        if rule.get("min_familiarity") is not None else "")
                      + (f" (chosen for {rule['target_precision']:.0%} precision on the "
                         "validation split)" if "target_precision" in rule else ""))
     for key, value in (document.get("metrics") or {}).items():
@@ -310,6 +325,10 @@ def main(argv):
         print(f"predict.py: the model returns {exported_k} artists per image; showing "
               f"{exported_k}", file=sys.stderr)
     artists = document.get("artists", [])
+    rule = document.get("abstention") or {}
+    if FLAGS.min_familiarity is not None and "familiarity" not in signature.structured_outputs:
+        print("predict.py: --min_familiarity: this model has no gallery, so no familiarity "
+              "(export it with --gallery_per_artist > 0); ignored", file=sys.stderr)
 
     files, errors = expand_paths(argv[1:])
     csv_writer = CsvWriter(sys.stdout, details=FLAGS.details) if FLAGS.format == "csv" else None
@@ -329,7 +348,7 @@ def main(argv):
             for path, outputs in results:
                 failed = isinstance(outputs, str)
                 result = outputs if failed else ranked(outputs, FLAGS.top_k, artists)
-                unknown = not failed and is_unknown(outputs)
+                unknown = not failed and is_unknown(outputs, rule)
                 if FLAGS.html:
                     page.append((path, outputs if failed else {**outputs, "unknown": unknown}))
                 if failed:

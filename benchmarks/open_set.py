@@ -13,7 +13,10 @@
    - `msp`: the top calibrated probability, the score of the stored rule;
    - `class_mean`: cosine similarity of its embedding to the nearest mean of
      one artist's training embeddings;
-   - `knn`: cosine similarity to its KNN_K-th nearest training painting.
+   - `knn`: cosine similarity to its 5th nearest training painting: the
+     familiarity of `serving.gallery`, against the whole training split (the
+     stored rule's distance test uses the gallery, at most 100 an artist).
+   The stored rule combines `msp` with the gallery's familiarity.
    The energy score (logsumexp of the logits) is not among them: the
    SavedModel serves only softmax(logits / T), which drops each row's
    logsumexp, the very quantity the energy is. Also tried on devset, none
@@ -48,12 +51,13 @@ import configs  # noqa: E402
 import pipeline  # noqa: E402
 from artist_tfds.best_artworks import images, layout, naming  # noqa: E402
 from benchmarks import recipe_compare  # noqa: E402  For build_dataset and claim.
+from serving import gallery as gallery_lib  # noqa: E402
 from tools import memory  # noqa: E402
+from trainer import calibration  # noqa: E402
 from trainer import config as config_lib  # noqa: E402
 from trainer import train_lib  # noqa: E402
 
 BATCH_SIZE = 32
-KNN_K = 5
 HELD_OUT_RECORD = "held_out.json"
 # Issue 11's targets, with 3 artists held out of devset.
 TARGET_AUROC = 0.80
@@ -200,11 +204,9 @@ def class_means(embeddings: np.ndarray, labels: np.ndarray, num_classes: int) ->
 def score_paintings(outputs: dict[str, np.ndarray], train: dict[str, np.ndarray], *,
                     means: np.ndarray) -> dict[str, np.ndarray]:
     """Per painting, each score (higher: more like a known artist)."""
-    similarities = outputs["embeddings"] @ train["embeddings"].T
-    k = min(KNN_K, similarities.shape[1])
     return {"msp": outputs["probabilities"].max(axis=1),
             "class_mean": (outputs["embeddings"] @ means.T).max(axis=1),
-            "knn": np.sort(similarities, axis=1)[:, -k]}
+            "knn": gallery_lib.familiarity(train["embeddings"], outputs["embeddings"])}
 
 
 def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
@@ -213,13 +215,6 @@ def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
     below = np.searchsorted(negative, positive, "left")
     not_above = np.searchsorted(negative, positive, "right")
     return float((below + not_above).mean() / (2 * len(negative)))
-
-
-def threshold_rejecting(values: np.ndarray, rate: float) -> float:
-    """The threshold that the lowest `rate` of `values` fall below (inf: all of them)."""
-    ordered = np.sort(values)
-    rejected = int(round(rate * len(ordered)))
-    return float(ordered[rejected]) if rejected < len(ordered) else np.inf
 
 
 def rejection(threshold: float, known: np.ndarray, unknown: np.ndarray) -> dict:
@@ -234,9 +229,10 @@ def measure_score(validation: np.ndarray, test: np.ndarray, held_out: np.ndarray
     """AUROC, and the rejections at two thresholds set on the validation split: one that
     rejects `rule_rate` of it (as the stored rule does), one `known_reject`."""
     return {"auroc": round(auroc(test, held_out), 4),
-            "matched_rule": rejection(threshold_rejecting(validation, rule_rate),
+            "matched_rule": rejection(calibration.threshold_rejecting(validation, rule_rate),
                                       test, held_out),
-            "at_known_reject": rejection(threshold_rejecting(validation, known_reject),
+            "at_known_reject": rejection(calibration.threshold_rejecting(validation,
+                                                                         known_reject),
                                          test, held_out)}
 
 
@@ -274,6 +270,7 @@ def rule_figures(sets: dict[str, dict[str, np.ndarray]], abstention: dict) -> di
     test = sets["test"]
     kept, right = ~test["unknown"], top1_right(test)
     return {"min_confidence": abstention["min_confidence"],
+            "min_familiarity": abstention.get("min_familiarity"),
             "target_precision": abstention["target_precision"],
             "validation_rejected": round(float(sets["validation"]["unknown"].mean()), 4),
             "unknown_rejected": round(float(sets["held_out"]["unknown"].mean()), 4),
@@ -344,7 +341,9 @@ def print_table(result: dict) -> None:
     print(f"held out: {', '.join(result['held_out'])} ({count['held_out']} paintings); "
           f"known: {result['known_artists']} artists, test split {count['test']} paintings, "
           f"accuracy {result['known_accuracy']:.1%}; refused files: {len(count['refused'])}")
-    print(f"stored rule (unknown below {rule['min_confidence']:.3f}, target precision "
+    distance = ("" if rule["min_familiarity"] is None
+                else f" or familiarity below {rule['min_familiarity']:.3f}")
+    print(f"stored rule (unknown below p {rule['min_confidence']:.3f}{distance}, target precision "
           f"{rule['target_precision']}): rejects {rule['unknown_rejected']:.1%} of unknown, "
           f"{rule['known_rejected']:.1%} of known paintings (validation "
           f"{rule['validation_rejected']:.1%}); kept answers right: {rule['kept_accuracy']}")

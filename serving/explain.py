@@ -61,12 +61,19 @@ def grad_cam(feature_maps: tf.Tensor, gradients: tf.Tensor) -> tf.Tensor:
     return tf.math.divide_no_nan(heatmaps, peak)
 
 
-def embed(explainer: keras.Model, images: tf.Tensor) -> tf.Tensor:
-    """Float images [B, S, S, 3] (or views [B, V, S, S, 3]) -> normalised embeddings [B, D]:
-    with views, the mean direction of theirs (`multiview.combine_embeddings`)."""
+def forward(explainer: keras.Model, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Float images [B, S, S, 3] (or views [B, V, S, S, 3]) -> (logits [B, C], normalised
+    embeddings [B, D]) from one pass; with views, their combined logits and the mean
+    direction of their embeddings (`serving.multiview`)."""
     flat, views = multiview.flatten(images)
-    return multiview.combine_embeddings(
-        normalized_embeddings(explainer(flat, training=False)[1]), views)
+    _, embeddings, logits = explainer(flat, training=False)
+    return (multiview.combine_logits(logits, views),
+            multiview.combine_embeddings(normalized_embeddings(embeddings), views))
+
+
+def embed(explainer: keras.Model, images: tf.Tensor) -> tf.Tensor:
+    """Float images (or views) -> normalised embeddings [B, D], as `forward` gives them."""
+    return forward(explainer, images)[1]
 
 
 def analyze(explainer: keras.Model, images: tf.Tensor, artist_ids: tf.Tensor | None = None

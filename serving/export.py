@@ -5,8 +5,9 @@ Signatures of the SavedModel (`saved_model_cli show --all --dir DIR` lists them)
 * `serving_default`: `images` tf.string [batch] of encoded JPEG, PNG, GIF (first
   frame) or BMP -> `probabilities` float32 [batch, artists], `top_k_ids` int32
   [batch, k], `top_k_artists` tf.string [batch, k], `top_k_probabilities`
-  float32 [batch, k], `unknown` bool [batch]. TensorFlow Serving's REST
-  `{"instances": [{"b64": ...}]}` maps onto `images`.
+  float32 [batch, k], `unknown` bool [batch]; with a gallery, also `familiarity`
+  float32 [batch]. TensorFlow Serving's REST `{"instances": [{"b64": ...}]}` maps
+  onto `images`.
 * `serve_pixels`: `pixels` uint8 [batch, height, width, 3] in 0-255, any size
   (one size per call) -> the same four outputs.
 * `serve_float_pixels`: `pixels` float32 [batch, height, width, 3] in [0, 1]
@@ -33,10 +34,12 @@ Signatures of the SavedModel (`saved_model_cli show --all --dir DIR` lists them)
 Probabilities are calibrated: the logits are divided by the temperature
 fitted on the validation split (`trainer.calibration`), stored in the model
 and stated in `metadata` ("calibration"). `unknown` is the stored abstention
-rule: the top probability is below `min_confidence`, chosen on the validation
-split so that the answers kept are right at the stated precision
-("abstention" in `metadata`); the top-k artists are still given, as the
-closest ones.
+rule ("abstention" in `metadata`, `trainer.calibration.fit_abstention`): the
+top probability is below `min_confidence`, or (with a gallery) the painting's
+`familiarity`, its cosine similarity to its 5th most similar gallery painting
+(`serving.gallery.FAMILIARITY_K`), is below `min_familiarity`; both chosen on the validation
+split so that the answers kept are right at the stated precision. The top-k
+artists are still given, as the closest ones.
 
 A bad element (empty, not an image, unsupported format, truncated JPEG, more
 pixels than `max_pixels`) fails the call with InvalidArgument "images[i]: ..."
@@ -70,7 +73,7 @@ import tensorflow as tf
 from pipeline import ops, settings
 from pipeline import views as views_lib
 from pipeline.settings import setting
-from serving import explain, multiview, request_checks
+from serving import explain, request_checks
 from serving import gallery as gallery_lib
 
 SERVING_INPUT = request_checks.SERVING_INPUT
@@ -83,6 +86,7 @@ DEFAULT_MAX_PIXELS = request_checks.DEFAULT_MAX_PIXELS
 DECODE_PARALLELISM = request_checks.DECODE_PARALLELISM
 SUPPORTED_FORMATS = request_checks.SUPPORTED_FORMATS
 METADATA_FORMAT_VERSION = 1
+RULE_TEXT = "unknown when the top probability < min_confidence"
 ARTISTS_FILE = "artists.txt"
 METADATA_FILE = "metadata.json"
 TFLITE_FILES = {"float32": "model_float32.tflite", "dynamic_range": "model_dynamic_range.tflite"}
@@ -103,6 +107,11 @@ class ExportConfig(settings.Section):
         0.9, "The 'unknown artist' rule: answer only where the top probability makes the "
         "answers kept on the validation split right this often; below it, `unknown`.",
         bounds=(0.0, 1.0))
+    novelty_reject: float = setting(
+        0.1, "The 'unknown artist' rule's distance test: paintings less like the gallery's "
+        "training paintings than all but this share of the validation split are `unknown` "
+        "whatever their probabilities (a painting by an artist the model never saw); "
+        "0: probabilities only. Needs the gallery.", bounds=(0.0, 0.5))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,19 +122,26 @@ class Answer:
     top_k: int
     temperature: float = 1.0
     min_confidence: float = 0.0
+    min_familiarity: float | None = None  # The distance test (needs `familiarity`); None: off.
 
     def probabilities(self, logits: tf.Tensor) -> tf.Tensor:
         return tf.nn.softmax(tf.cast(logits, tf.float32) / self.temperature, axis=-1)
 
-    def outputs(self, probabilities: tf.Tensor) -> dict[str, tf.Tensor]:
-        """Probabilities -> them, the top-k artists and `unknown`; shared by every endpoint."""
+    def outputs(self, probabilities: tf.Tensor, familiarity: tf.Tensor | None = None
+                ) -> dict[str, tf.Tensor]:
+        """Probabilities (and, with a gallery, familiarity) -> them, the top-k artists and
+        `unknown`, as `trainer.calibration.is_unknown` decides; shared by every endpoint."""
         top = tf.math.top_k(probabilities, k=self.top_k)
+        unknown = top.values[:, 0] < self.min_confidence
+        if self.min_familiarity is not None:
+            unknown |= familiarity < self.min_familiarity
         return {
             "probabilities": probabilities,
             "top_k_ids": top.indices,
             "top_k_artists": tf.gather(self.artists, top.indices),
             "top_k_probabilities": top.values,
-            "unknown": top.values[:, 0] < self.min_confidence,
+            "unknown": unknown,
+            **({} if familiarity is None else {"familiarity": familiarity}),
         }
 
 
@@ -296,6 +312,7 @@ def export_model(
     gallery: gallery_lib.Gallery | None = None,
     temperature: float = 1.0,
     min_confidence: float = 0.0,
+    min_familiarity: float | None = None,
     abstention: dict | None = None,
     crops: int = 0,
     crop_scale: float = 0.0,
@@ -309,7 +326,8 @@ def export_model(
     nationality and wikipedia. `max_pixels` bounds the size an encoded image may
     declare. With a non-empty `gallery` (`gallery.build`), the model answers
     `similar` too. `temperature` divides the logits; `unknown` is true where the
-    top probability is below `min_confidence`; `abstention` describes how that
+    top probability is below `min_confidence` or (with a gallery) the familiarity
+    below `min_familiarity` (None: no distance test); `abstention` describes how that
     was chosen (stored in the metadata). `crops`, `crop_scale` and `flips`: multi-crop
     inference (`pipeline.views`), as the run's `DataConfig.views` evaluated it.
     """
@@ -319,10 +337,14 @@ def export_model(
     spec = views_lib.Views(image_size, resize_mode, crops=crops, crop_scale=crop_scale,
                            flips=flips)
     artists = tf.constant(list(artist_names))
-    answer = Answer(artists, top_k, temperature=temperature, min_confidence=min_confidence)
     explainer = explain.explainable(model)
     neighbours = gallery_lib.GalleryModule(gallery, artists) if gallery is not None and len(
         gallery) else None
+    if min_familiarity is not None and neighbours is None:
+        raise ValueError("min_familiarity (the distance test of the 'unknown artist' rule) "
+                         "needs a gallery")
+    answer = Answer(artists, top_k, temperature=temperature, min_confidence=min_confidence,
+                    min_familiarity=min_familiarity)
     document = build_metadata(
         artist_names=list(artist_names), image_size=image_size, resize_mode=resize_mode,
         top_k=top_k, max_pixels=max_pixels, artist_metadata=artist_metadata, metadata=metadata,
@@ -331,15 +353,23 @@ def export_model(
                       "megabytes": round(gallery.nbytes / 2**20, 2)} if neighbours else None,
         calibration={"temperature": temperature, "method": "temperature scaling (the logits "
                      "are divided by it), fitted on the validation split by NLL"},
-        abstention={"min_confidence": min_confidence,
-                    "rule": "unknown when the top probability < min_confidence",
+        abstention={"min_confidence": min_confidence, "rule": RULE_TEXT,
+                    **({} if min_familiarity is None else {
+                        "min_familiarity": min_familiarity,
+                        "rule": f"{RULE_TEXT} or familiarity < min_familiarity (familiarity: "
+                                "cosine similarity of the painting's embedding to its "
+                                f"{gallery_lib.FAMILIARITY_K}th most similar gallery "
+                                "painting)"}),
                     **(abstention or {})},
         views=spec.describe())
     document_json = tf.constant(json.dumps(document, ensure_ascii=False))
 
+    def familiarity(embeddings: tf.Tensor) -> tf.Tensor | None:
+        return neighbours.familiarity(embeddings) if neighbours else None
+
     def predict(uint8_pixels: tf.Tensor) -> dict[str, tf.Tensor]:
-        return answer.outputs(answer.probabilities(
-            multiview.painting_logits(model, ops.rescale(uint8_pixels))))
+        logits, embeddings = explain.forward(explainer, ops.rescale(uint8_pixels))
+        return answer.outputs(answer.probabilities(logits), familiarity(embeddings))
 
     def resized(pixels: tf.Tensor) -> tf.Tensor:
         return resize_batch(pixels, image_size=image_size, resize_mode=resize_mode, views=spec)
@@ -401,7 +431,7 @@ def export_model(
     @tf.function(input_signature=[images_spec])
     def serve_panel(images):
         outputs = explained(images)
-        panel = {**answer.outputs(outputs["probabilities"]),
+        panel = {**answer.outputs(outputs["probabilities"], familiarity(outputs["embeddings"])),
                  **{key: outputs[key] for key in explain_keys}}
         if neighbours:
             panel.update(neighbours.nearest(outputs["embeddings"]))

@@ -6,6 +6,13 @@ name and a small JPEG thumbnail become variables of the SavedModel (a
 ones by cosine similarity in TensorFlow, so any server of the SavedModel can
 show similar paintings without the dataset. `--gallery_per_artist` bounds
 the size: at most that many paintings of each artist, chosen by seed.
+
+The gallery also says how familiar a painting looks: its *familiarity* is the
+cosine similarity to its `FAMILIARITY_K`-th most similar gallery painting.
+A painting by an artist the model never saw is less like any training
+painting than the classifier's probabilities show, so the "unknown artist"
+rule (`trainer.calibration.fit_abstention`) tests it too; `benchmarks/open_set.py`
+measures both.
 """
 
 import dataclasses
@@ -22,6 +29,9 @@ SIMILAR_K = 8
 THUMBNAIL_PX = 128
 # The k of the report's k-nearest-neighbour vote (k = 1 is reported too).
 VOTE_K = 5
+# Familiarity: similarity to the k-th nearest gallery painting (the 1st would trust one
+# look-alike; on devset k from 1 to 50 separate unseen artists alike, 5 a little best).
+FAMILIARITY_K = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +120,20 @@ class GalleryModule(tf.Module):
             # TensorFlow Serving's REST API sends outputs named *_bytes as base64.
             "similar_thumbnails_bytes": tf.gather(self.thumbnails, top.indices),
         }
+
+    def familiarity(self, embeddings: tf.Tensor) -> tf.Tensor:
+        """Normalised embeddings [batch, D] -> [batch], as `familiarity` computes it."""
+        similarity = tf.matmul(embeddings, self.embeddings, transpose_b=True)
+        k = min(FAMILIARITY_K, self.embeddings.shape[0])
+        return tf.math.top_k(similarity, k=k).values[:, k - 1]
+
+
+def familiarity(gallery_embeddings: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each normalised embedding [n, D] to its `FAMILIARITY_K`-th most
+    similar row of `gallery_embeddings` [m, D] (the last one, when m is smaller): [n]."""
+    similarity = np.asarray(embeddings, np.float32) @ np.asarray(gallery_embeddings).T
+    k = min(FAMILIARITY_K, len(gallery_embeddings))
+    return np.sort(similarity, axis=1)[:, -k]
 
 
 def neighbour_metrics(gallery: Gallery, embeddings: np.ndarray, labels: np.ndarray) -> dict:

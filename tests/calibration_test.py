@@ -55,6 +55,29 @@ def test_abstention_threshold_keeps_the_most_answers_at_the_precision():
     assert calibration.abstention_threshold(probabilities, labels, precision=0.99) == 1.0
 
 
+def test_the_distance_test_goes_first_and_the_probability_threshold_fits_on_the_rest():
+    # As above: confidences 0.99 .. 0.80, the 12th and 15th answers wrong; those two are
+    # also the least like the training paintings (familiarity 0.1 and 0.2, the rest 0.5+).
+    confidence = np.linspace(0.99, 0.80, 20)
+    probabilities = np.stack([confidence, 1 - confidence], axis=1)
+    labels = np.zeros(20, int)
+    labels[[11, 14]] = 1
+    familiarity = np.linspace(0.5, 0.9, 20)
+    familiarity[[11, 14]] = [0.1, 0.2]
+    rule = calibration.fit_abstention(probabilities, labels, precision=0.95,
+                                      familiarity=familiarity, novelty_reject=0.1)
+    # 10 % of 20: the two least familiar fall below the 3rd lowest familiarity, 0.5; the
+    # 18 left are all right, so every one of them is answered.
+    assert rule == {"min_familiarity": 0.5, "min_confidence": pytest.approx(0.80)}
+    unknown = calibration.is_unknown(probabilities, familiarity=familiarity, **rule)
+    assert np.flatnonzero(unknown).tolist() == [11, 14]
+    # Probabilities alone (novelty_reject 0) keep 11 answers at 95 %, as the test above.
+    alone = calibration.fit_abstention(probabilities, labels, precision=0.95,
+                                       familiarity=familiarity, novelty_reject=0.0)
+    assert alone == {"min_familiarity": None, "min_confidence": pytest.approx(confidence[10])}
+    assert calibration.is_unknown(probabilities, **alone).sum() == 9
+
+
 def test_ties_are_kept_or_dropped_together():
     probabilities = np.array([[0.9, 0.1]] * 10 + [[0.6, 0.4]] * 10)
     labels = np.array([0] * 10 + [0, 1] * 5)

@@ -141,6 +141,21 @@ def test_min_confidence_says_unknown_artist_in_every_format(model_dir, folder, t
     assert [r["unknown"] for r in csv_rows] == ["true"] * 4
 
 
+def test_min_familiarity_replaces_the_distance_test(model_dir, folder):
+    files = [str(folder / name) for name in GOOD[:2]]
+    args = [f"--model_dir={model_dir}", "--format=json"]
+
+    def unknown(*flags):
+        return [json.loads(line)["unknown"] for line in predict(*args, *flags, *files)
+                .stdout.splitlines()]
+
+    # These files are not gallery paintings: less than identical (1) to every one of them.
+    assert unknown("--min_familiarity=1") == [True, True]
+    assert unknown("--min_familiarity=-1") == [False, False]
+    # The probability test still holds beside it.
+    assert unknown("--min_familiarity=-1", "--min_confidence=0.99") == [True, True]
+
+
 def test_table_with_details(model_dir, folder):
     result = predict(f"--model_dir={model_dir}", "--details", "--top_k=6", str(folder))
     assert_bad_files_reported(result, folder)
@@ -221,3 +236,8 @@ def test_a_model_exported_before_the_new_outputs_still_predicts(old_saved_model,
         f"--model_dir={old_saved_model}", "--format=json", "--min_confidence=0.99",
         *files).stdout.splitlines()]
     assert [r["unknown"] for r in records] == [True, True]
+    # It has no gallery, so no familiarity to test: said, and ignored.
+    result = predict(f"--model_dir={old_saved_model}", "--format=json", "--min_familiarity=1",
+                     *files)
+    assert [json.loads(line)["unknown"] for line in result.stdout.splitlines()] == [False] * 2
+    assert "--min_familiarity: this model has no gallery" in result.stderr

@@ -125,7 +125,8 @@ def test_metadata_describes_every_signature_like_tensorflow_serving(server):
     assert {k: (v["dtype"], dims(v)) for k, v in default["outputs"].items()} == {
         "probabilities": ("DT_FLOAT", ["-1", "6"]), "top_k_ids": ("DT_INT32", ["-1", "5"]),
         "top_k_artists": ("DT_STRING", ["-1", "5"]),
-        "top_k_probabilities": ("DT_FLOAT", ["-1", "5"]), "unknown": ("DT_BOOL", ["-1"])}
+        "top_k_probabilities": ("DT_FLOAT", ["-1", "5"]), "unknown": ("DT_BOOL", ["-1"]),
+        "familiarity": ("DT_FLOAT", ["-1"])}
     pixels = signatures["serve_pixels"]["inputs"]["pixels"]
     assert (pixels["dtype"], dims(pixels)) == ("DT_UINT8", ["-1", "-1", "-1", "3"])
     assert signatures["metadata"]["inputs"] == {}

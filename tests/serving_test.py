@@ -16,7 +16,8 @@ import tensorflow as tf
 from PIL import Image
 
 from pipeline import ops
-from serving import export
+from serving import explain, export
+from serving import gallery as gallery_lib
 from tests.conftest import (ARTIST_METADATA, ARTISTS, ENV, IMAGE_SIZE, METRICS, ROOT,
                             create_tiny_model, encode, picture, png_header)
 
@@ -50,7 +51,9 @@ def test_signatures_shapes_and_dtypes(loaded, serve):
         assert (name, spec.dtype, spec.shape.as_list()) == ("pixels", dtype, [None, None, None, 3])
     expected = {"probabilities": (tf.float32, [None, 6]), "top_k_ids": (tf.int32, [None, 5]),
                 "top_k_artists": (tf.string, [None, 5]),
-                "top_k_probabilities": (tf.float32, [None, 5]), "unknown": (tf.bool, [None])}
+                "top_k_probabilities": (tf.float32, [None, 5]), "unknown": (tf.bool, [None]),
+                # Exported with a gallery: how like its training paintings an image is.
+                "familiarity": (tf.float32, [None])}
     for signature in ("serving_default", "serve_pixels", "serve_float_pixels"):
         outputs = loaded.signatures[signature].structured_outputs
         assert {k: (v.dtype, v.shape.as_list()) for k, v in outputs.items()} == expected
@@ -394,3 +397,48 @@ def test_the_rule_rejects_out_of_distribution_and_keeps_confident_answers(tmp_pa
     out_of_distribution = paintings(np.full((3, 3), 128)).astype(np.uint8)
     assert call(serve, pixels=tf.constant(in_distribution))["unknown"].tolist() == [False] * 3
     assert call(serve, pixels=tf.constant(out_of_distribution))["unknown"].tolist() == [True] * 3
+
+
+def test_the_distance_test_rejects_a_confident_answer_unlike_any_training_painting(tmp_path):
+    from trainer import calibration
+
+    model = colour_model()  # Its embedding: the direction of the three channel means.
+    rng = np.random.default_rng(0)
+    # The gallery: 5 paintings an artist (FAMILIARITY_K), pure colours off by <= 0.05.
+    labels = np.repeat(np.arange(3), 5)
+    colours = np.clip(np.eye(3)[labels] + rng.uniform(0, 0.05, (15, 3)), 0, 1)
+    images = np.stack([np.broadcast_to(c, (IMAGE_SIZE, IMAGE_SIZE, 3)) for c in colours])
+    embed = gallery_lib.embedding_fn(explain.explainable(model))
+    gallery = gallery_lib.Gallery(
+        embeddings=embed(images.astype(np.float32)), labels=labels.astype(np.int32),
+        file_names=np.array([f"{i}.jpg".encode() for i in range(15)], object),
+        thumbnails=np.array([encode(picture(i)) for i in range(15)], object))
+    rule = {"min_confidence": 0.5, "min_familiarity": 0.95}
+    path = export.export_model(model, str(tmp_path / "colours"), artist_names=ARTISTS[:3],
+                               image_size=IMAGE_SIZE, gallery=gallery, **rule)
+    serve = tf.saved_model.load(path).signatures["serve_pixels"]
+    # Orange: red beyond doubt for the classifier (p > 0.999), yet unlike every red painting.
+    pixels = np.stack([np.broadcast_to(c, (IMAGE_SIZE, IMAGE_SIZE, 3)) for c in (
+        [255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 153, 0])]).astype(np.uint8)
+    out = call(serve, pixels=tf.constant(pixels))
+    assert out["top_k_probabilities"][:, 0].min() > 0.999
+    assert out["top_k_ids"][:, 0].tolist() == [0, 1, 2, 0]
+    assert out["unknown"].tolist() == [False, False, False, True]
+    assert out["familiarity"][:3].min() > 0.99
+    assert out["familiarity"][3] == pytest.approx(1 / np.hypot(1, 0.6), abs=0.01)
+    # Evaluation's numpy functions decide as the served ones do.
+    np.testing.assert_allclose(out["familiarity"], gallery_lib.familiarity(
+        gallery.embeddings, embed(pixels / 255.0)), atol=1e-5)
+    np.testing.assert_array_equal(out["unknown"], calibration.is_unknown(
+        out["probabilities"], familiarity=out["familiarity"], **rule))
+    document = json.loads(call(tf.saved_model.load(path).signatures["metadata"])["metadata"])
+    assert document["abstention"]["min_familiarity"] == 0.95
+    assert "familiarity < min_familiarity" in document["abstention"]["rule"]
+    # Without the distance test, the same model calls orange red.
+    plain = export.export_model(model, str(tmp_path / "plain"), artist_names=ARTISTS[:3],
+                                image_size=IMAGE_SIZE, min_confidence=0.5)
+    out = call(tf.saved_model.load(plain).signatures["serve_pixels"], pixels=tf.constant(pixels))
+    assert out["unknown"].tolist() == [False] * 4 and "familiarity" not in out
+    with pytest.raises(ValueError, match="needs a gallery"):
+        export.export_model(model, str(tmp_path / "none"), artist_names=ARTISTS[:3],
+                            image_size=IMAGE_SIZE, **rule)

@@ -124,9 +124,14 @@ def test_served_answers_are_calibrated_and_say_unknown_below_the_rule(trained, t
     assert rule["fitted_on"]["split"] == "validation" and rule["fitted_on"]["examples"] == 12
     served = tf.saved_model.load(os.path.join(workdir, "saved_model")).signatures[
         "serving_default"](images=tf.constant(pipeline.encoded_images(tiny_builder, "test")))
-    np.testing.assert_array_equal(served["unknown"].numpy(),
-                                  served["top_k_probabilities"][:, 0].numpy()
-                                  < rule["min_confidence"])
+    # Both tests of the rule: the distance one is on (a gallery, novelty_reject 0.1), and
+    # fitted to reject 10 % of the 12 validation paintings: 1.
+    assert config.export.novelty_reject == rule["novelty_reject"] == 0.1
+    assert -1 <= rule["min_familiarity"] <= 1
+    np.testing.assert_array_equal(
+        served["unknown"].numpy(),
+        (served["top_k_probabilities"][:, 0].numpy() < rule["min_confidence"])
+        | (served["familiarity"].numpy() < rule["min_familiarity"]))
     with open(os.path.join(workdir, "report.json")) as f:
         report = json.load(f)
     calibration = report["calibration"]
@@ -219,6 +224,9 @@ def test_evaluate_cli_on_exported_model(trained, tiny_data_dir, tmp_path):
     # The served model and the trained model agree on the test split.
     assert standalone["confusion_matrix"] == in_training["confusion_matrix"]
     assert standalone["accuracy"] == in_training["accuracy"] and standalone["examples"] == 12
+    # And on the "unknown artist" rule, both its tests (the served model's own `unknown`).
+    assert standalone["abstention"] == pytest.approx(in_training["abstention"])
+    assert "min_familiarity" in standalone["abstention"]
 
 
 @pytest.mark.parametrize("flags, message", [

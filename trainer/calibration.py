@@ -129,3 +129,44 @@ def abstention_threshold(probabilities: np.ndarray, labels: np.ndarray, *,
     last_of_value = np.append(thresholds[1:] != thresholds[:-1], True)
     good &= last_of_value
     return float(thresholds[np.flatnonzero(good)[-1]]) if good.any() else 1.0
+
+
+def threshold_rejecting(values: np.ndarray, share: float) -> float:
+    """The threshold that the lowest `share` of `values` fall below (inf: all of them)."""
+    ordered = np.sort(np.asarray(values))
+    rejected = int(round(share * len(ordered)))
+    return float(ordered[rejected]) if rejected < len(ordered) else np.inf
+
+
+def fit_abstention(probabilities: np.ndarray, labels: np.ndarray, *, precision: float,
+                   familiarity: np.ndarray | None = None, novelty_reject: float = 0.0
+                   ) -> dict[str, float | None]:
+    """The "unknown artist" rule, fitted on a split of known artists (the validation split):
+    {"min_familiarity", "min_confidence"}.
+
+    With `familiarity` (`serving.gallery.familiarity`) and `novelty_reject` > 0, first the
+    distance test: the `novelty_reject` share of the split least like any training painting
+    falls below `min_familiarity`. Then, on the paintings that pass it, the lowest
+    top-probability threshold at which the answers kept are `precision` right
+    (`abstention_threshold`): so the answers the whole rule keeps are. Without the
+    distance test, `min_familiarity` is None.
+    """
+    labels = np.asarray(labels)
+    passed = np.ones(len(labels), bool)
+    min_familiarity = None
+    if familiarity is not None and novelty_reject > 0 and len(labels):
+        min_familiarity = threshold_rejecting(familiarity, novelty_reject)
+        passed = np.asarray(familiarity) >= min_familiarity
+    min_confidence = abstention_threshold(probabilities[passed], labels[passed],
+                                          precision=precision) if passed.any() else 1.0
+    return {"min_familiarity": min_familiarity, "min_confidence": min_confidence}
+
+
+def is_unknown(probabilities: np.ndarray, *, min_confidence: float,
+               familiarity: np.ndarray | None = None,
+               min_familiarity: float | None = None) -> np.ndarray:
+    """The rule `fit_abstention` fits, per painting (bool [n]); the SavedModel's `unknown`."""
+    unknown = np.asarray(probabilities).max(axis=1) < min_confidence
+    if min_familiarity is not None:
+        unknown |= np.asarray(familiarity) < min_familiarity
+    return unknown

@@ -18,8 +18,8 @@ from trainer import calibration, report
 
 # Float32 images [batch, S, S, 3] in [0, 1] (with multi-crop inference, views
 # [batch, V, S, S, 3]) -> probabilities [batch, artists] (or any per-image rows,
-# e.g. embeddings).
-PredictFn = Callable[[tf.Tensor], np.ndarray]
+# e.g. embeddings; or a dict of them, e.g. a signature's outputs).
+PredictFn = Callable[[tf.Tensor], np.ndarray | dict[str, np.ndarray]]
 
 
 def keras_predict_fn(model: keras.Model, temperature: float = 1.0) -> PredictFn:
@@ -42,6 +42,9 @@ def multi_view(document: dict) -> bool:
 def saved_model_predict_fn(model_dir: str) -> tuple[PredictFn, dict]:
     """An exported model's `serve_float_pixels` as a PredictFn, and its metadata document.
 
+    The fn returns the signature's `probabilities` and `unknown` (its own rule), as a dict
+    (`predict_split` joins dicts key by key; models exported before `unknown` existed
+    give `probabilities` only).
     The signature quantises [0, 1] floats back to the uint8 pixels the pipeline
     made (exactly: they are uint8 / 255) and skips its resize for images
     already at the model's size, so it sees what `serving_default` sees.
@@ -52,27 +55,44 @@ def saved_model_predict_fn(model_dir: str) -> tuple[PredictFn, dict]:
     loaded = tf.saved_model.load(model_dir)
     document = json.loads(loaded.signatures["metadata"]()["metadata"].numpy())
     if multi_view(document):
-        serve = loaded.signatures["serving_default"]
-        return (lambda images: serve(images=images)["probabilities"].numpy()), document
-    signature = loaded.signatures["serve_float_pixels"]
-    return (lambda images: signature(pixels=images)["probabilities"].numpy()), document
+        signature, key = loaded.signatures["serving_default"], "images"
+    else:
+        signature, key = loaded.signatures["serve_float_pixels"], "pixels"
+
+    def predict(images) -> dict[str, np.ndarray]:
+        outputs = signature(**{key: images})
+        return {name: outputs[name].numpy() for name in ("probabilities", "unknown")
+                if name in outputs}
+
+    return predict, document
 
 
 def fit_answer(builder, split: str, data: pipeline.DataConfig, predict_fn: PredictFn, *,
-               target_precision: float) -> dict:
-    """The temperature and the abstention rule, fitted on `split` (the validation split):
-    {"temperature", "min_confidence", "target_precision", "fitted_on": {...}}."""
-    labels, probabilities = predict_split(builder, split, data, predict_fn)
+               target_precision: float, gallery: gallery_lib.Gallery | None = None,
+               embed_fn: PredictFn | None = None, novelty_reject: float = 0.0) -> dict:
+    """The temperature and the "unknown artist" rule, fitted on `split` (the validation
+    split): {"temperature", "min_confidence", "min_familiarity", "target_precision",
+    "novelty_reject", "fitted_on": {...}} (`calibration.fit_abstention`). The rule's
+    distance test needs a `gallery` and the `embed_fn` that made it."""
+    if gallery is None or not len(gallery):
+        novelty_reject = 0.0  # No distance test without training paintings to measure to.
+    if novelty_reject > 0:
+        labels, probabilities, embeddings = predict_split(builder, split, data, predict_fn,
+                                                          embed_fn)
+        familiarity = gallery_lib.familiarity(gallery.embeddings, embeddings)
+    else:
+        labels, probabilities = predict_split(builder, split, data, predict_fn)
+        familiarity = None
     # log p = logits + a constant per row: the temperature fits on it as on logits.
     temperature = calibration.fit_temperature(calibration.log_probabilities(probabilities),
                                               labels)
     calibrated = calibration.softmax(calibration.log_probabilities(probabilities), temperature)
-    min_confidence = calibration.abstention_threshold(calibrated, labels,
-                                                      precision=target_precision)
-    kept = calibrated.max(axis=1) >= min_confidence
+    rule = calibration.fit_abstention(calibrated, labels, precision=target_precision,
+                                      familiarity=familiarity, novelty_reject=novelty_reject)
+    kept = ~calibration.is_unknown(calibrated, familiarity=familiarity, **rule)
     right = calibrated.argmax(axis=1) == labels
-    return {"temperature": temperature, "min_confidence": min_confidence,
-            "target_precision": target_precision,
+    return {"temperature": temperature, **rule, "target_precision": target_precision,
+            "novelty_reject": novelty_reject,
             "fitted_on": {"split": split, "examples": int(len(labels)),
                           "coverage": float(kept.mean()) if len(labels) else 0.0,
                           "precision": float(right[kept].mean()) if kept.any() else 0.0}}
@@ -82,7 +102,9 @@ def predict_split(builder, split: str, data: pipeline.DataConfig,
                   *fns: PredictFn, encoded: bool = False) -> tuple[np.ndarray, ...]:
     """(labels, each fn's rows) over a split, in stored order: one pass, however many fns.
 
-    `encoded`: the fns take the split's encoded files (`pipeline.encoded_split`), not images.
+    A fn may return a dict of row arrays (a signature's outputs); its rows are then a
+    dict too. `encoded`: the fns take the split's encoded files
+    (`pipeline.encoded_split`), not images.
     """
     labels, rows = [], [[] for _ in fns]
     batches = (pipeline.encoded_split(builder, split, batch_size=data.batch_size) if encoded
@@ -91,31 +113,49 @@ def predict_split(builder, split: str, data: pipeline.DataConfig,
         for fn_rows, fn in zip(rows, fns):
             fn_rows.append(fn(images))
         labels.append(batch_labels.numpy())
-    return np.concatenate(labels), *(np.concatenate(r) for r in rows)
+    return np.concatenate(labels), *(_joined(r) for r in rows)
+
+
+def _joined(parts: list) -> np.ndarray | dict[str, np.ndarray]:
+    if parts and isinstance(parts[0], dict):
+        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+    return np.concatenate(parts)
 
 
 def evaluate_split(builder, split: str, data: pipeline.DataConfig, predict_fn: PredictFn,
                    out_dir: str, *, gallery: gallery_lib.Gallery | None = None,
                    embed_fn: PredictFn | None = None, temperature: float = 1.0,
-                   min_confidence: float = 0.0, encoded: bool = False) -> dict:
+                   min_confidence: float = 0.0, min_familiarity: float | None = None,
+                   encoded: bool = False) -> dict:
     """Writes report.json, report.md and the pictures (`report.write_report`); returns the
     metrics.
 
-    `predict_fn` gives calibrated probabilities, of logits / `temperature`;
-    `min_confidence` is the abstention rule. With a `gallery` and the
-    `embed_fn` that made it, the report also gives the nearest-neighbour
-    artist accuracy of the split against the gallery. `encoded`: as `predict_split`'s.
+    `predict_fn` gives calibrated probabilities, of logits / `temperature` (or a
+    SavedModel's outputs, `saved_model_predict_fn`, whose `unknown` is then the rule's
+    answer); `min_confidence` and `min_familiarity` are the "unknown artist" rule
+    (`calibration.is_unknown`). With a `gallery` and the `embed_fn` that made it, the
+    report also gives the nearest-neighbour artist accuracy of the split against the
+    gallery. `encoded`: as `predict_split`'s.
     """
-    neighbours = None
+    neighbours = familiarity = None
     if gallery is not None and len(gallery):
         labels, probabilities, embeddings = predict_split(builder, split, data, predict_fn,
                                                           embed_fn, encoded=encoded)
         neighbours = gallery_lib.neighbour_metrics(gallery, embeddings, labels)
+        familiarity = gallery_lib.familiarity(gallery.embeddings, embeddings)
     else:
         labels, probabilities = predict_split(builder, split, data, predict_fn, encoded=encoded)
+    unknown = None
+    if isinstance(probabilities, dict):
+        unknown, probabilities = probabilities.get("unknown"), probabilities["probabilities"]
+    if unknown is None:
+        unknown = calibration.is_unknown(probabilities, min_confidence=min_confidence,
+                                         familiarity=familiarity,
+                                         min_familiarity=min_familiarity)
     return report.write_report(
         out_dir, labels=labels, probabilities=probabilities,
         names=pipeline.artist_names(builder),
         images=pipeline.encoded_images(builder, split),
         title=f"{builder.info.full_name} / {split}", neighbours=neighbours,
-        temperature=temperature, min_confidence=min_confidence)
+        temperature=temperature, min_confidence=min_confidence, min_familiarity=min_familiarity,
+        unknown=unknown)

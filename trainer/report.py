@@ -52,12 +52,14 @@ def compute_metrics(labels: np.ndarray, probabilities: np.ndarray, names: list[s
 
 
 def confidence_metrics(labels: np.ndarray, probabilities: np.ndarray, *, temperature: float,
-                       min_confidence: float) -> dict:
+                       min_confidence: float, min_familiarity: float | None = None,
+                       unknown: np.ndarray | None = None) -> dict:
     """`calibration` (ECE and NLL before and after the temperature) and `abstention` (what
-    the stored rule keeps and how often it is right) on this split."""
+    the stored rule keeps and how often it is right) on this split. `unknown`: the rule's
+    answer per painting (default: the top probability below `min_confidence`)."""
     labels = np.asarray(labels)
     before = calibration.uncalibrated(probabilities, temperature)
-    kept = probabilities.max(axis=1) >= min_confidence
+    kept = ~unknown_or_below(probabilities, min_confidence, unknown)
     right = probabilities.argmax(axis=1) == labels
     floor, floor_sd = calibration.ece_noise_floor(probabilities)
     return {
@@ -72,11 +74,27 @@ def confidence_metrics(labels: np.ndarray, probabilities: np.ndarray, *, tempera
         },
         "abstention": {
             "min_confidence": min_confidence,
+            **({"min_familiarity": min_familiarity} if min_familiarity is not None else {}),
             "coverage": float(kept.mean()),
             "accuracy_answered": float(right[kept].mean()) if kept.any() else None,
             "unknown_fraction": float(1 - kept.mean()),
         },
     }
+
+
+def unknown_or_below(probabilities: np.ndarray, min_confidence: float,
+                     unknown: np.ndarray | None) -> np.ndarray:
+    return (np.asarray(unknown, bool) if unknown is not None
+            else probabilities.max(axis=1) < min_confidence)
+
+
+def rule_text(abstention: dict) -> str:
+    """The stored "unknown artist" rule in words (report.md, the coverage plot's legend)."""
+    text = f"top probability below {abstention['min_confidence']:.3f}"
+    if abstention.get("min_familiarity") is not None:
+        text += (f" or its familiarity below {abstention['min_familiarity']:.3f} (cosine "
+                 "similarity to the training paintings most like it)")
+    return text
 
 
 def floor_note(calibration_metrics: dict) -> str:
@@ -95,7 +113,7 @@ def confidence_lines(metrics: dict) -> list[str]:
             f"expected calibration error ({c['bins']} bins) {c['ece_before']:.3f} before, "
             f"{c['ece']:.3f} after{floor_note(c)}; NLL {c['nll_before']:.3f} before, "
             f"{c['nll']:.3f} after (reliability.png).", "",
-            f"\"Unknown artist\" below a top probability of {a['min_confidence']:.3f}: "
+            f"\"Unknown artist\" when the {rule_text(a)}: "
             f"{a['coverage']:.1%} of paintings answered, {answered} of them right; "
             f"{a['unknown_fraction']:.1%} unknown (coverage.png)."]
 
@@ -225,17 +243,21 @@ def plot_reliability(labels: np.ndarray, probabilities: np.ndarray, temperature:
 
 
 def plot_coverage(labels: np.ndarray, probabilities: np.ndarray, min_confidence: float,
-                  path: str) -> None:
-    """Accuracy of the answers kept against the share of paintings answered."""
+                  path: str, *, min_familiarity: float | None = None,
+                  unknown: np.ndarray | None = None) -> None:
+    """Accuracy of the answers kept against the share of paintings answered, and where the
+    stored rule (`unknown`: p < `min_confidence` or familiarity < `min_familiarity`) sits."""
     plt = _pyplot()
     _, coverage, accuracy = calibration.accuracy_coverage(probabilities, labels)
-    kept = probabilities.max(axis=1) >= min_confidence
+    kept = ~unknown_or_below(probabilities, min_confidence, unknown)
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     ax.plot(coverage, accuracy, label="answer the most confident first")
     if kept.any():
         right = (probabilities.argmax(axis=1) == labels)[kept].mean()
         ax.plot([kept.mean()], [right], marker="o", color="C3", linestyle="none",
-                label=f"stored rule: p >= {min_confidence:.2f}")
+                label=f"stored rule: p >= {min_confidence:.2f}" + (
+                    "" if min_familiarity is None else
+                    f" and familiarity >= {min_familiarity:.2f}"))
     ax.set_xlabel("coverage (share of paintings answered)")
     ax.set_ylabel("accuracy of the answers given")
     ax.set_xlim(0, 1)
@@ -279,16 +301,19 @@ def write_report(
     out_dir: str, *, labels: np.ndarray, probabilities: np.ndarray, names: list[str],
     images: list[bytes], title: str, neighbours: dict | None = None,
     temperature: float = 1.0, min_confidence: float = 0.0,
+    min_familiarity: float | None = None, unknown: np.ndarray | None = None,
 ) -> dict:
     """report.json, report.md, confusion.png, mistakes.png, reliability.png and coverage.png
     in `out_dir`. `probabilities` are calibrated (of logits / `temperature`);
-    `min_confidence` is the "unknown artist" rule; `neighbours`
+    `min_confidence` and `min_familiarity` are the "unknown artist" rule and `unknown`
+    its answer per painting (`confidence_metrics`); `neighbours`
     (`serving.gallery.neighbour_metrics`) goes in as `nearest_neighbours`."""
     os.makedirs(out_dir, exist_ok=True)
     labels = np.asarray(labels)
     metrics = compute_metrics(labels, probabilities, names)
     metrics.update(confidence_metrics(labels, probabilities, temperature=temperature,
-                                      min_confidence=min_confidence))
+                                      min_confidence=min_confidence,
+                                      min_familiarity=min_familiarity, unknown=unknown))
     if neighbours:
         metrics["nearest_neighbours"] = neighbours
     with open(os.path.join(out_dir, "report.json"), "w", encoding="utf-8") as f:
@@ -297,5 +322,6 @@ def write_report(
     plot_confusion(np.array(metrics["confusion_matrix"]), names, os.path.join(out_dir, "confusion.png"))
     plot_mistakes(images, labels, probabilities, names, os.path.join(out_dir, "mistakes.png"))
     plot_reliability(labels, probabilities, temperature, os.path.join(out_dir, "reliability.png"))
-    plot_coverage(labels, probabilities, min_confidence, os.path.join(out_dir, "coverage.png"))
+    plot_coverage(labels, probabilities, min_confidence, os.path.join(out_dir, "coverage.png"),
+                  min_familiarity=min_familiarity, unknown=unknown)
     return metrics

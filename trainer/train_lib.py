@@ -49,7 +49,7 @@ TRAIN, FINISHED, REFINISH = "train", "finished", "refinish"
 # Settings that shape only what a finished run reports and exports, not its weights: a
 # rerun with other values re-evaluates and re-exports the kept weights, no training.
 FINISH_SETTINGS = frozenset({"eval_crops", "test_flips", "top_k", "export_tflite",
-                             "gallery_per_artist", "target_precision"})
+                             "gallery_per_artist", "target_precision", "novelty_reject"})
 
 
 def prepare_workdir(config: TrainConfig, workdir: str, *, overwrite: bool) -> str:
@@ -340,19 +340,23 @@ def finish(config: TrainConfig, workdir: str, builder, model: keras.Model) -> di
                                     seed=config.run.seed)
         logging.info("gallery: %d training paintings, %.1f MB", len(gallery),
                      gallery.nbytes / 2**20)
-    answer = {"temperature": 1.0, "min_confidence": 0.0}
+    embed_fn = gallery_lib.embedding_fn(explainer)
+    answer = {"temperature": 1.0, "min_confidence": 0.0, "min_familiarity": None}
     if "validation" in builder.info.splits:
         answer = evaluation.fit_answer(builder, "validation", evaluation_data(config),
                                        evaluation.keras_predict_fn(model),
-                                       target_precision=config.export.target_precision)
-        logging.info("calibration: temperature %.3f; 'unknown' below %.3f (validation: %s)",
-                     answer["temperature"], answer["min_confidence"], answer["fitted_on"])
+                                       target_precision=config.export.target_precision,
+                                       gallery=gallery, embed_fn=embed_fn,
+                                       novelty_reject=config.export.novelty_reject)
+        logging.info("calibration: temperature %.3f; 'unknown' below p %.3f or familiarity "
+                     "%s (validation: %s)", answer["temperature"], answer["min_confidence"],
+                     answer["min_familiarity"], answer["fitted_on"])
+    rule = {key: answer[key] for key in ("temperature", "min_confidence", "min_familiarity")}
     if "test" in builder.info.splits:
         test = evaluation.evaluate_split(
             builder, "test", evaluation_data(config),
             evaluation.keras_predict_fn(model, answer["temperature"]), workdir,
-            gallery=gallery, embed_fn=gallery_lib.embedding_fn(explainer),
-            temperature=answer["temperature"], min_confidence=answer["min_confidence"])
+            gallery=gallery, embed_fn=embed_fn, **rule)
         metrics.update(headline_metrics(test))
     if os.path.exists(metrics_csv):
         report.plot_curves(metrics_csv, os.path.join(workdir, "curves.png"))
@@ -361,9 +365,8 @@ def finish(config: TrainConfig, workdir: str, builder, model: keras.Model) -> di
         model, os.path.join(workdir, SAVED_MODEL), artist_names=artists,
         artist_metadata=features.artist_metadata(builder),
         image_size=config.data.image_size, resize_mode=config.data.resize_mode,
-        top_k=config.export.top_k, gallery=gallery, temperature=answer["temperature"],
-        min_confidence=answer["min_confidence"],
-        abstention={k: v for k, v in answer.items() if k not in ("temperature", "min_confidence")},
+        top_k=config.export.top_k, gallery=gallery, **rule,
+        abstention={k: v for k, v in answer.items() if k not in rule},
         crops=config.data.eval_crops, crop_scale=config.data.crop_scale,
         flips=config.data.test_flips,
         metadata={"dataset": builder.info.full_name, "metrics": metrics,

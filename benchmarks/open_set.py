@@ -14,8 +14,9 @@
    - `class_mean`: cosine similarity of its embedding to the nearest mean of
      one artist's training embeddings;
    - `knn`: cosine similarity to its 5th nearest training painting: the
-     familiarity of `serving.gallery`, against the whole training split (the
-     stored rule's distance test uses the gallery, at most 100 an artist).
+     familiarity of `serving.gallery`, against the whole training split;
+   - `familiarity`: the served one, against the gallery (at most 100 training
+     paintings an artist), which the stored rule's distance test uses.
    The stored rule combines `msp` with the gallery's familiarity.
    The energy score (logsumexp of the logits) is not among them: the
    SavedModel serves only softmax(logits / T), which drops each row's
@@ -159,7 +160,8 @@ def held_out_paintings(scan: layout.Scan, held_out: list[str]) -> list[layout.So
 
 
 def forward(model, paths: list[str]) -> dict[str, np.ndarray]:
-    """serving_default's probabilities and `unknown`, and embed's embeddings, of files."""
+    """serving_default's probabilities, `unknown` and (with a gallery) `familiarity`, and
+    embed's embeddings, of files."""
     data = []
     for path in paths:
         with open(path, "rb") as f:
@@ -168,6 +170,7 @@ def forward(model, paths: list[str]) -> dict[str, np.ndarray]:
     served = model.signatures["serving_default"](images=batch)
     return {"probabilities": served["probabilities"].numpy(),
             "unknown": served["unknown"].numpy(),
+            **({"familiarity": served["familiarity"].numpy()} if "familiarity" in served else {}),
             "embeddings": model.signatures["embed"](images=batch)["embeddings"].numpy()}
 
 
@@ -206,7 +209,9 @@ def score_paintings(outputs: dict[str, np.ndarray], train: dict[str, np.ndarray]
     """Per painting, each score (higher: more like a known artist)."""
     return {"msp": outputs["probabilities"].max(axis=1),
             "class_mean": (outputs["embeddings"] @ means.T).max(axis=1),
-            "knn": gallery_lib.familiarity(train["embeddings"], outputs["embeddings"])}
+            "knn": gallery_lib.familiarity(train["embeddings"], outputs["embeddings"]),
+            # The served one: the same against the gallery (the stored rule's distance test).
+            **({"familiarity": outputs["familiarity"]} if "familiarity" in outputs else {})}
 
 
 def auroc(positive: np.ndarray, negative: np.ndarray) -> float:

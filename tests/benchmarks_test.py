@@ -204,7 +204,7 @@ def test_open_set(tmp_path):
     figures = last_json("open_set.py", f"--source_dir={tmp_path / 'source'}",
                         f"--workdir={tmp_path / 'work'}", "--held_out=1", f"--json_out={out}",
                         "--recipe=scratch", "--set=model=seed_cnn,image_size=32,batch_size=8,"
-                        "epochs=1,warmup_epochs=0,gallery_per_artist=0")
+                        "epochs=1,warmup_epochs=0,gallery_per_artist=5")
     assert json.loads(out.read_text()) == figures
     assert sorted(os.listdir(tmp_path / "work" / "source")) == sorted(
         set(counts) - set(figures["held_out"]))
@@ -215,7 +215,9 @@ def test_open_set(tmp_path):
     known = sum(counts.values()) - counts[held_out]
     assert paintings["train"] + paintings["validation"] + paintings["test"] == known
     assert figures["known_artists"] == 3 and figures["run"]["epochs"] == 1
-    assert set(figures["scores"]) == {"msp", "class_mean", "knn"}
+    # The gallery (5 an artist) gives the served familiarity and the rule's distance test.
+    assert set(figures["scores"]) == {"msp", "class_mean", "knn", "familiarity"}
+    assert -1 <= figures["rule"]["min_familiarity"] <= 1
     fractions = [figures["known_accuracy"], figures["rule"]["unknown_rejected"],
                  figures["rule"]["known_rejected"]]
     for score in figures["scores"].values():

@@ -90,9 +90,9 @@ def unknown_or_below(probabilities: np.ndarray, min_confidence: float,
 
 def rule_text(abstention: dict) -> str:
     """The stored "unknown artist" rule in words (report.md, the coverage plot's legend)."""
-    text = f"top probability below {abstention['min_confidence']:.3f}"
+    text = f"top probability is below {abstention['min_confidence']:.3f}"
     if abstention.get("min_familiarity") is not None:
-        text += (f" or its familiarity below {abstention['min_familiarity']:.3f} (cosine "
+        text += (f" or its familiarity is below {abstention['min_familiarity']:.3f} (cosine "
                  "similarity to the training paintings most like it)")
     return text
 

@@ -85,7 +85,7 @@ def confidence_metrics(labels: np.ndarray, probabilities: np.ndarray, *, tempera
 def unknown_or_below(probabilities: np.ndarray, min_confidence: float,
                      unknown: np.ndarray | None) -> np.ndarray:
     return (np.asarray(unknown, bool) if unknown is not None
-            else probabilities.max(axis=1) < min_confidence)
+            else calibration.is_unknown(probabilities, min_confidence=min_confidence))
 
 
 def rule_text(abstention: dict) -> str:

@@ -12,6 +12,7 @@ import pipeline
 from pipeline import ops
 from pipeline import views as views_lib
 from serving import explain, multiview
+from serving import gallery as gallery_lib
 from tests.conftest import TINY, encode, make_split, picture, run, tiny_config
 from trainer import evaluation, train_lib
 
@@ -192,6 +193,38 @@ def test_explain_and_embed_of_a_multi_view_model(crops_run, tiny_builder):
     mean = flat.reshape(3, 10, -1).mean(axis=1)
     np.testing.assert_allclose(embedded, mean / np.linalg.norm(mean, axis=1, keepdims=True),
                                atol=1e-5)
+
+
+def test_one_pass_answer_fn_gives_the_predicted_probabilities_and_served_embeddings(
+        crops_run, tiny_builder):
+    # The report's one forward pass (probabilities and embeddings together) against the
+    # two it replaced: keras_predict_fn's probabilities, the `embed` signature's rows.
+    config, workdir = crops_run
+    _, model = train_lib.load_run(workdir)
+    loaded = tf.saved_model.load(os.path.join(workdir, "saved_model"))
+    encoded = pipeline.encoded_images(tiny_builder, "test")
+    _, rows = evaluation.predict_split(
+        tiny_builder, "test", config.data,
+        evaluation.keras_answer_fn(explain.explainable(model), 0.7))
+    _, probabilities = evaluation.predict_split(
+        tiny_builder, "test", config.data, evaluation.keras_predict_fn(model, 0.7))
+    assert sorted(rows) == ["embeddings", "probabilities"]
+    np.testing.assert_allclose(rows["probabilities"], probabilities, atol=1e-6)
+    embedded = loaded.signatures["embed"](images=tf.constant(encoded))["embeddings"].numpy()
+    np.testing.assert_allclose(rows["embeddings"], embedded, atol=1e-5)
+    assert evaluation.outputs_of(probabilities)[1:] == (None, None)
+    # The rule's distance test needs the embeddings: probabilities alone are refused.
+    explainer = explain.explainable(model)
+    gallery = gallery_lib.build(explainer, tiny_builder, "train", config.data, per_artist=4,
+                                seed=0)
+    answer = evaluation.fit_answer(tiny_builder, "validation", config.data,
+                                   evaluation.keras_answer_fn(explainer), target_precision=0.9,
+                                   gallery=gallery, novelty_reject=0.2)
+    assert 0 < answer["min_familiarity"] <= 1
+    with pytest.raises(ValueError, match="needs embeddings"):
+        evaluation.fit_answer(tiny_builder, "validation", config.data,
+                              evaluation.keras_predict_fn(model), target_precision=0.9,
+                              gallery=gallery, novelty_reject=0.2)
 
 
 def test_evaluate_py_scores_a_multi_view_model_as_training_did(crops_run, tiny_builder, tmp_path):

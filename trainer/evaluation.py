@@ -12,8 +12,8 @@ import numpy as np
 import tensorflow as tf
 
 import pipeline
+from serving import explain, multiview
 from serving import gallery as gallery_lib
-from serving import multiview
 from trainer import calibration, report
 
 # Float32 images [batch, S, S, 3] in [0, 1] (with multi-crop inference, views
@@ -67,22 +67,49 @@ def saved_model_predict_fn(model_dir: str) -> tuple[PredictFn, dict]:
     return predict, document
 
 
+def keras_answer_fn(explainer: keras.Model, temperature: float = 1.0) -> PredictFn:
+    """{"probabilities" (of logits / `temperature`), "embeddings" (normalised)} from one
+    forward pass (`explain.forward`), as the exported signatures compute them.
+    `explainer`: `explain.explainable(model)`."""
+
+    @tf.function
+    def answer(images):  # Views too, as keras_predict_fn.
+        logits, embeddings = explain.forward(explainer, images)
+        return {"probabilities": tf.nn.softmax(tf.cast(logits, tf.float32) / temperature),
+                "embeddings": embeddings}
+
+    return lambda images: {name: rows.numpy() for name, rows in answer(images).items()}
+
+
+def outputs_of(rows: np.ndarray | dict[str, np.ndarray]
+               ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """A PredictFn's rows over a split -> (probabilities, embeddings or None, unknown or
+    None): a bare array is probabilities."""
+    if not isinstance(rows, dict):
+        return rows, None, None
+    return rows["probabilities"], rows.get("embeddings"), rows.get("unknown")
+
+
 def fit_answer(builder, split: str, data: pipeline.DataConfig, predict_fn: PredictFn, *,
                target_precision: float, gallery: gallery_lib.Gallery | None = None,
-               embed_fn: PredictFn | None = None, novelty_reject: float = 0.0) -> dict:
+               novelty_reject: float = 0.0) -> dict:
     """The temperature and the "unknown artist" rule, fitted on `split` (the validation
     split): {"temperature", "min_confidence", "min_familiarity", "target_precision",
-    "novelty_reject", "fitted_on": {...}} (`calibration.fit_abstention`). The rule's
-    distance test needs a `gallery` and the `embed_fn` that made it."""
+    "novelty_reject", "fitted_on": {...}} (`calibration.fit_abstention`).
+
+    `predict_fn` gives probabilities at temperature 1; the rule's distance test also
+    needs a `gallery` and the fn's "embeddings", made as the gallery's were
+    (`keras_answer_fn`)."""
+    labels, rows = predict_split(builder, split, data, predict_fn)
+    probabilities, embeddings, _ = outputs_of(rows)
     if gallery is None or not len(gallery):
         novelty_reject = 0.0  # No distance test without training paintings to measure to.
+    familiarity = None
     if novelty_reject > 0:
-        labels, probabilities, embeddings = predict_split(builder, split, data, predict_fn,
-                                                          embed_fn)
+        if embeddings is None:
+            raise ValueError("the distance test (novelty_reject > 0) needs embeddings from "
+                             "predict_fn (keras_answer_fn)")
         familiarity = gallery_lib.familiarity(gallery.embeddings, embeddings)
-    else:
-        labels, probabilities = predict_split(builder, split, data, predict_fn)
-        familiarity = None
     # log p = logits + a constant per row: the temperature fits on it as on logits.
     temperature = calibration.fit_temperature(calibration.log_probabilities(probabilities),
                                               labels)
@@ -98,56 +125,47 @@ def fit_answer(builder, split: str, data: pipeline.DataConfig, predict_fn: Predi
                           "precision": float(right[kept].mean()) if kept.any() else 0.0}}
 
 
-def predict_split(builder, split: str, data: pipeline.DataConfig,
-                  *fns: PredictFn, encoded: bool = False) -> tuple[np.ndarray, ...]:
-    """(labels, each fn's rows) over a split, in stored order: one pass, however many fns.
+def predict_split(builder, split: str, data: pipeline.DataConfig, predict_fn: PredictFn, *,
+                  encoded: bool = False) -> tuple[np.ndarray, np.ndarray | dict]:
+    """(labels, the fn's rows) over a split, in stored order.
 
-    A fn may return a dict of row arrays (a signature's outputs); its rows are then a
-    dict too. `encoded`: the fns take the split's encoded files
+    A fn that returns a dict of row arrays (a signature's outputs) gives a dict of
+    them. `encoded`: the fn takes the split's encoded files
     (`pipeline.encoded_split`), not images.
     """
-    labels, rows = [], [[] for _ in fns]
+    labels, rows = [], []
     batches = (pipeline.encoded_split(builder, split, batch_size=data.batch_size) if encoded
                else pipeline.create_split(builder, split, data, training=False))
     for images, batch_labels in batches:
-        for fn_rows, fn in zip(rows, fns):
-            fn_rows.append(fn(images))
+        rows.append(predict_fn(images))
         labels.append(batch_labels.numpy())
-    return np.concatenate(labels), *(_joined(r) for r in rows)
-
-
-def _joined(parts: list) -> np.ndarray | dict[str, np.ndarray]:
-    if parts and isinstance(parts[0], dict):
-        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
-    return np.concatenate(parts)
+    if rows and isinstance(rows[0], dict):
+        return np.concatenate(labels), {key: np.concatenate([part[key] for part in rows])
+                                        for key in rows[0]}
+    return np.concatenate(labels), np.concatenate(rows)
 
 
 def evaluate_split(builder, split: str, data: pipeline.DataConfig, predict_fn: PredictFn,
                    out_dir: str, *, gallery: gallery_lib.Gallery | None = None,
-                   embed_fn: PredictFn | None = None, temperature: float = 1.0,
-                   min_confidence: float = 0.0, min_familiarity: float | None = None,
-                   encoded: bool = False) -> dict:
+                   temperature: float = 1.0, min_confidence: float = 0.0,
+                   min_familiarity: float | None = None, encoded: bool = False) -> dict:
     """Writes report.json, report.md and the pictures (`report.write_report`); returns the
     metrics.
 
     `predict_fn` gives calibrated probabilities, of logits / `temperature` (or a
     SavedModel's outputs, `saved_model_predict_fn`, whose `unknown` is then the rule's
     answer); `min_confidence` and `min_familiarity` are the "unknown artist" rule
-    (`calibration.is_unknown`). With a `gallery` and the `embed_fn` that made it, the
-    report also gives the nearest-neighbour artist accuracy of the split against the
-    gallery. `encoded`: as `predict_split`'s.
+    (`calibration.is_unknown`). With a `gallery` and the fn's "embeddings", made as
+    the gallery's were (`keras_answer_fn`), the report also gives the
+    nearest-neighbour artist accuracy of the split against the gallery.
+    `encoded`: as `predict_split`'s.
     """
+    labels, rows = predict_split(builder, split, data, predict_fn, encoded=encoded)
+    probabilities, embeddings, unknown = outputs_of(rows)
     neighbours = familiarity = None
-    if gallery is not None and len(gallery):
-        labels, probabilities, embeddings = predict_split(builder, split, data, predict_fn,
-                                                          embed_fn, encoded=encoded)
+    if gallery is not None and len(gallery) and embeddings is not None:
         neighbours = gallery_lib.neighbour_metrics(gallery, embeddings, labels)
         familiarity = gallery_lib.familiarity(gallery.embeddings, embeddings)
-    else:
-        labels, probabilities = predict_split(builder, split, data, predict_fn, encoded=encoded)
-    unknown = None
-    if isinstance(probabilities, dict):
-        unknown, probabilities = probabilities.get("unknown"), probabilities["probabilities"]
     if unknown is None:
         unknown = calibration.is_unknown(probabilities, min_confidence=min_confidence,
                                          familiarity=familiarity,

@@ -340,13 +340,12 @@ def finish(config: TrainConfig, workdir: str, builder, model: keras.Model) -> di
                                     seed=config.run.seed)
         logging.info("gallery: %d training paintings, %.1f MB", len(gallery),
                      gallery.nbytes / 2**20)
-    embed_fn = gallery_lib.embedding_fn(explainer)
     answer = {"temperature": 1.0, "min_confidence": 0.0, "min_familiarity": None}
     if "validation" in builder.info.splits:
         answer = evaluation.fit_answer(builder, "validation", evaluation_data(config),
-                                       evaluation.keras_predict_fn(model),
+                                       evaluation.keras_answer_fn(explainer),
                                        target_precision=config.export.target_precision,
-                                       gallery=gallery, embed_fn=embed_fn,
+                                       gallery=gallery,
                                        novelty_reject=config.export.novelty_reject)
         logging.info("calibration: temperature %.3f; 'unknown' below p %.3f or familiarity "
                      "%s (validation: %s)", answer["temperature"], answer["min_confidence"],
@@ -355,8 +354,8 @@ def finish(config: TrainConfig, workdir: str, builder, model: keras.Model) -> di
     if "test" in builder.info.splits:
         test = evaluation.evaluate_split(
             builder, "test", evaluation_data(config),
-            evaluation.keras_predict_fn(model, answer["temperature"]), workdir,
-            gallery=gallery, embed_fn=embed_fn, **rule)
+            evaluation.keras_answer_fn(explainer, answer["temperature"]), workdir,
+            gallery=gallery, **rule)
         metrics.update(headline_metrics(test))
     if os.path.exists(metrics_csv):
         report.plot_curves(metrics_csv, os.path.join(workdir, "curves.png"))

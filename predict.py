@@ -28,7 +28,7 @@ import sys
 
 from absl import app, flags
 
-from serving import errors
+from serving import abstention, errors
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "Exported SavedModel directory (WORKDIR/saved_model).")
@@ -152,10 +152,12 @@ def is_unknown(outputs: dict, rule: dict) -> bool:
                       else rule.get("min_confidence", 0.0))
     min_familiarity = (FLAGS.min_familiarity if FLAGS.min_familiarity is not None
                        else rule.get("min_familiarity"))
-    unknown = outputs["top_k_probabilities"][0] < min_confidence
-    if min_familiarity is not None and "familiarity" in outputs:
-        unknown |= outputs["familiarity"] < min_familiarity
-    return bool(unknown)
+    if "familiarity" not in outputs:
+        min_familiarity = None  # A model without a gallery has no distance test.
+    return bool(abstention.is_unknown(outputs["top_k_probabilities"][0],
+                                      min_confidence=min_confidence,
+                                      familiarity=outputs.get("familiarity"),
+                                      min_familiarity=min_familiarity))
 
 
 def ranked(outputs: dict, top_k: int, artists: list[dict]) -> list[dict]:

@@ -73,7 +73,7 @@ import tensorflow as tf
 from pipeline import ops, settings
 from pipeline import views as views_lib
 from pipeline.settings import setting
-from serving import explain, request_checks
+from serving import abstention, explain, request_checks
 from serving import gallery as gallery_lib
 
 SERVING_INPUT = request_checks.SERVING_INPUT
@@ -130,11 +130,11 @@ class Answer:
     def outputs(self, probabilities: tf.Tensor, familiarity: tf.Tensor | None = None
                 ) -> dict[str, tf.Tensor]:
         """Probabilities (and, with a gallery, familiarity) -> them, the top-k artists and
-        `unknown`, as `trainer.calibration.is_unknown` decides; shared by every endpoint."""
+        `unknown` (`serving.abstention`); shared by every endpoint."""
         top = tf.math.top_k(probabilities, k=self.top_k)
-        unknown = top.values[:, 0] < self.min_confidence
-        if self.min_familiarity is not None:
-            unknown |= familiarity < self.min_familiarity
+        unknown = abstention.is_unknown(top.values[:, 0], min_confidence=self.min_confidence,
+                                        familiarity=familiarity,
+                                        min_familiarity=self.min_familiarity)
         return {
             "probabilities": probabilities,
             "top_k_ids": top.indices,

@@ -2,7 +2,9 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
+from serving import abstention
 from trainer import calibration
 
 
@@ -76,6 +78,22 @@ def test_the_distance_test_goes_first_and_the_probability_threshold_fits_on_the_
                                        familiarity=familiarity, novelty_reject=0.0)
     assert alone == {"min_familiarity": None, "min_confidence": pytest.approx(confidence[10])}
     assert calibration.is_unknown(probabilities, **alone).sum() == 9
+
+
+def test_one_rule_for_numpy_tensorflow_and_single_numbers():
+    # The served graph, the reports and predict.py's overrides call the same expression.
+    top = np.array([0.9, 0.3, 0.9, 0.5], np.float32)
+    familiarity = np.array([0.8, 0.8, 0.2, 0.5], np.float32)
+    rule = {"min_confidence": 0.4, "min_familiarity": 0.5}
+    expected = [False, True, True, False]  # The last: at both thresholds, answered.
+    assert abstention.is_unknown(top, familiarity=familiarity, **rule).tolist() == expected
+    graph = abstention.is_unknown(tf.constant(top), familiarity=tf.constant(familiarity), **rule)
+    assert graph.dtype == tf.bool and graph.numpy().tolist() == expected
+    assert [bool(abstention.is_unknown(float(t), familiarity=float(f), **rule))
+            for t, f in zip(top, familiarity)] == expected
+    # Without a distance test familiarity is not read: only the second is unknown.
+    assert abstention.is_unknown(top, min_confidence=0.4).tolist() == [False, True, False,
+                                                                       False]
 
 
 def test_ties_are_kept_or_dropped_together():

@@ -6,6 +6,8 @@ SavedModel by `serving.export`, and measured on the test split by the report.
 
 import numpy as np
 
+from serving import abstention
+
 # Equal-width confidence bins of the expected calibration error (Guo et al. 2017).
 ECE_BINS = 15
 # Temperatures searched, log-spaced; then refined around the best.
@@ -165,8 +167,9 @@ def fit_abstention(probabilities: np.ndarray, labels: np.ndarray, *, precision: 
 def is_unknown(probabilities: np.ndarray, *, min_confidence: float,
                familiarity: np.ndarray | None = None,
                min_familiarity: float | None = None) -> np.ndarray:
-    """The rule `fit_abstention` fits, per painting (bool [n]); the SavedModel's `unknown`."""
-    unknown = np.asarray(probabilities).max(axis=1) < min_confidence
-    if min_familiarity is not None:
-        unknown |= np.asarray(familiarity) < min_familiarity
-    return unknown
+    """The rule `fit_abstention` fits, per painting (bool [n]); the SavedModel's `unknown`
+    (`serving.abstention`, on each row's top probability)."""
+    return np.asarray(abstention.is_unknown(
+        np.asarray(probabilities).max(axis=1), min_confidence=min_confidence,
+        familiarity=None if familiarity is None else np.asarray(familiarity),
+        min_familiarity=min_familiarity))

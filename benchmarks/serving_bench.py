@@ -27,9 +27,19 @@ ratio null). Its `views` (per image) is in the JSON: compare
 `bytes_images_per_s` with a one-view export of the same model for the cost
 of the views.
 
+`--baseline_dir=OTHER` prices a change to the export itself: another SavedModel
+(e.g. the same kept weights exported without a gallery, so without the
+"unknown artist" rule's distance test, or with one view instead of ten) takes
+the bytes path in turn with this one, round by round on the same batches, and
+the median per-round ratio of their CPU ms per image is `baseline_cost_ratio`
+(this model's cost in units of the baseline's); single-image latencies alternate
+too.
+
 The last line printed is one JSON object:
   {"p50_ms": …, "p95_ms": …, "bytes_images_per_s": …, "tensor_images_per_s": …, "ratio": …,
    "bytes_cpu_ms_per_image": …, "views": …}
+and with --baseline_dir also "baseline_p50_ms", "baseline_cpu_ms_per_image" and
+"baseline_cost_ratio".
 """
 
 import argparse
@@ -52,6 +62,9 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_dir", required=True, help="Exported SavedModel directory.")
+    parser.add_argument("--baseline_dir", default=None,
+                        help="Another SavedModel whose serving_default alternates with this "
+                             "one's on the same images: the cost ratio of the difference.")
     parser.add_argument("--images", default=None, help="Folder of images to send.")
     parser.add_argument("--dataset", default="sample_paintings",
                         help="TFDS dataset whose stored images to send when --images is unset.")
@@ -68,8 +81,11 @@ def parse_args() -> argparse.Namespace:
 def load_images(args: argparse.Namespace) -> list[bytes]:
     """Encoded images, as a client would send them."""
     if args.images:
-        paths = sorted(os.path.join(root, name) for root, _, names in os.walk(args.images)
+        paths = sorted(os.path.join(root, name)  # Folders linked in count (open_set's).
+                       for root, _, names in os.walk(args.images, followlinks=True)
                        for name in names if name.lower().endswith(IMAGE_EXTENSIONS))
+        if not paths:
+            raise SystemExit(f"--images={args.images}: no {', '.join(IMAGE_EXTENSIONS)} files")
         blobs = []
         for path in paths[:args.num_images]:
             with open(path, "rb") as f:
@@ -146,6 +162,15 @@ def main() -> None:
     def run_pixels(batch):
         return serve_pixels(pixels=batch)["probabilities"].numpy()
 
+    run_baseline = None
+    if args.baseline_dir:
+        serve_baseline = tf.saved_model.load(args.baseline_dir).signatures["serving_default"]
+
+        def run_baseline(batch):
+            return serve_baseline(images=batch)["probabilities"].numpy()
+
+        run_baseline(byte_batches[0])  # Warm-up (below: three more).
+
     views = (metadata.get("views") or {}).get("count", 1)
     if views > 1:
         print(f"{views} views per image: bytes path only (the tensor path sends squares)")
@@ -155,11 +180,19 @@ def main() -> None:
                                    rtol=1e-4, atol=1e-6)
     for _ in range(3):  # Warm-up: graph optimisation, thread pools, allocator.
         run_bytes(byte_batches[0]), run_pixels and run_pixels(pixel_batches[0])
+        run_baseline and run_baseline(byte_batches[0])
 
     byte_rates, tensor_rates, cpu_ratios, tensor_cpu_ms, byte_cpu_ms = [], [], [], [], []
+    baseline_cpu_ms, baseline_ratios = [], []
     for round_ in range(args.rounds):
         byte_rate, byte_cpu_rate = images_per_second(run_bytes, byte_batches, args.calls)
         byte_cpu_ms.append(1000 / byte_cpu_rate)
+        if run_baseline is not None:
+            _, baseline_cpu_rate = images_per_second(run_baseline, byte_batches, args.calls)
+            baseline_cpu_ms.append(1000 / baseline_cpu_rate)
+            baseline_ratios.append(baseline_cpu_rate / byte_cpu_rate)
+            print(f"round {round_}: {byte_cpu_ms[-1]:.2f} CPU ms per image against the "
+                  f"baseline's {baseline_cpu_ms[-1]:.2f}: x{baseline_ratios[-1]:.3f}")
         if run_pixels is None:
             byte_rates.append(byte_rate)
             print(f"round {round_}: bytes {byte_rate:7.1f} images/s "
@@ -184,11 +217,13 @@ def main() -> None:
               "for the rest (the tensor path)")
 
     single = [tf.constant([blob]) for blob in blobs]
-    latencies = []
+    latencies, baseline_latencies = [], []
     for i in range(args.latency_calls):
-        start = time.perf_counter()
-        run_bytes(single[i % len(single)])
-        latencies.append(1000 * (time.perf_counter() - start))
+        for fn, times in ((run_bytes, latencies), (run_baseline, baseline_latencies)):
+            if fn is not None:
+                start = time.perf_counter()
+                fn(single[i % len(single)])
+                times.append(1000 * (time.perf_counter() - start))
 
     result = {
         "p50_ms": round(float(np.percentile(latencies, 50)), 3),
@@ -200,6 +235,14 @@ def main() -> None:
         "bytes_cpu_ms_per_image": round(statistics.median(byte_cpu_ms), 3),
         "views": views,
     }
+    if run_baseline is not None:
+        result.update({
+            "baseline_p50_ms": round(float(np.percentile(baseline_latencies, 50)), 3),
+            "baseline_cpu_ms_per_image": round(statistics.median(baseline_cpu_ms), 3),
+            "baseline_cost_ratio": round(statistics.median(baseline_ratios), 3)})
+        print(f"median cost against the baseline: x{result['baseline_cost_ratio']:.3f} "
+              f"({result['bytes_cpu_ms_per_image']:.2f} vs "
+              f"{result['baseline_cpu_ms_per_image']:.2f} CPU ms per image)")
     print(json.dumps(result))
 
 

@@ -335,6 +335,19 @@ def test_serving_bench_runs_and_ends_with_its_json_line(saved_model_dir, tmp_pat
                              "ratio", "bytes_cpu_ms_per_image", "views"]
     assert all(value > 0 for value in figures.values())
     assert figures["views"] == 1
+    # Against a baseline SavedModel (here itself): its figures and the cost ratio join.
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "serving_bench.py"),
+         f"--model_dir={saved_model_dir}", f"--baseline_dir={saved_model_dir}",
+         f"--images={tmp_path}", "--batch_size=4", "--rounds=2", "--calls=2",
+         "--latency_calls=3"], env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert sum("against the baseline's" in line for line in lines) == 2  # One per round.
+    figures = json.loads(lines[-1])
+    assert list(figures)[-3:] == ["baseline_p50_ms", "baseline_cpu_ms_per_image",
+                                  "baseline_cost_ratio"]
+    assert all(figures[key] > 0 for key in list(figures)[-3:])
 
 
 def test_temperature_and_abstention_rule_are_applied_and_stated(tmp_path):

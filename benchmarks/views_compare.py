@@ -1,7 +1,8 @@
 """Inference views on one trained run: what test-time flips and crops buy, and cost.
 
     python benchmarks/views_compare.py --workdir=RUN \
-        [--views=test_flips=true,eval_crops=4,eval_crops=4+test_flips=true] [--rounds=3]
+        [--views=test_flips=true,eval_crops=4,eval_crops=4+test_flips=true] \
+        [--sizes=224,160+224] [--rounds=3]
 
 The views a model answers from (`--eval_crops`, `--test_flips`, `--crop_scale`)
 change inference alone, so one finished run of `train.py` answers for all of
@@ -12,7 +13,12 @@ them, on the same kept weights (RUN/checkpoints/best.weights.h5) and splits:
 2. For each: the temperature is fitted on the validation split as the trainer
    fits it, then the test split gives accuracy, macro-F1, and NLL and ECE (15
    bins) after the temperature.
-3. The test pass (input pipeline, views, model) is timed for every variant in
+3. `--sizes` items run the same kept weights on the whole painting at other input
+   sizes (a network with global pooling runs at any): `224` alone (testing above
+   the training size, as Touvron et al. 2019, "Fixing the train-test resolution
+   discrepancy"), or `160+224`, the probabilities of each size averaged as views
+   are (log of the mean softmax), the temperature fitted on the average.
+4. The test pass (input pipeline, views, model) is timed for every variant in
    turn, `--rounds` times; the median CPU ms per painting, and its ratio to the
    first variant's, is the serving cost of the views (`benchmarks/serving_bench.py`
    times the SavedModel's signatures themselves).
@@ -26,6 +32,7 @@ import statistics
 import sys
 import time
 
+import numpy as np
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -50,6 +57,8 @@ def define_flags():
     flags.DEFINE_list("views", ["test_flips=true", "eval_crops=4", "eval_crops=4+test_flips=true"],
                       "Variants of the run's views, each name=value (several joined by '+'), "
                       f"of: {', '.join(VIEW_SETTINGS)}.")
+    flags.DEFINE_list("sizes", [], "Variants of the input size, each a size or sizes joined "
+                      "by '+' (probabilities averaged), e.g. 224,160+224.")
     flags.DEFINE_integer("rounds", 3, "Timed test passes of each variant (in turn).",
                          lower_bound=1)
     flags.DEFINE_string("json_out", None, "Also write the JSON result here.")
@@ -72,25 +81,55 @@ def variants(config, items: list[str]) -> dict[str, object]:
     return found
 
 
-def measure(builder, data: pipeline.DataConfig, model, names: list[str], *,
-            target_precision: float) -> tuple[dict, float]:
+def sized(items: list[str]) -> dict[str, list[int]]:
+    """{item: its input sizes} of `--sizes` items such as "224" or "160+224"."""
+    found = {}
+    for item in items:
+        try:
+            found[f"sizes={item}"] = [int(size) for size in item.split("+")]
+        except ValueError as e:
+            raise app.UsageError(f"--sizes={item}: sizes are integers joined by '+'") from e
+        if bad := [size for size in found[f"sizes={item}"] if size < 32]:
+            raise app.UsageError(f"--sizes={item}: {bad[0]} px is below 32")
+    return found
+
+
+def measure(builder, passes: list, names: list[str]) -> tuple[dict, float]:
     """A variant's test figures after the temperature it fits on validation, and the CPU
-    seconds of its test pass."""
-    answer = evaluation.fit_answer(builder, "validation", data,
-                                   evaluation.keras_predict_fn(model),
-                                   target_precision=target_precision)
-    start = time.process_time()
-    labels, probabilities = evaluation.predict_split(
-        builder, "test", data, evaluation.keras_predict_fn(model, answer["temperature"]))
-    seconds = time.process_time() - start
+    seconds of its test pass. `passes`: (DataConfig, model) pairs whose probabilities
+    are averaged (log of the mean softmax: one pair is the run's own answer)."""
+    splits = {}
+    seconds = 0.0
+    for split in ("validation", "test"):
+        rows = []
+        for data, model in passes:
+            start = time.process_time()
+            labels, probabilities = evaluation.predict_split(
+                builder, split, data, evaluation.keras_predict_fn(model))
+            seconds += (time.process_time() - start) if split == "test" else 0.0
+            rows.append(probabilities)
+        splits[split] = labels, calibration.log_probabilities(np.mean(rows, axis=0))
+    # As `evaluation.fit_answer` fits it: on log p, which is logits plus a constant per row.
+    temperature = calibration.fit_temperature(splits["validation"][1], splits["validation"][0])
+    labels, log_p = splits["test"]
+    probabilities = calibration.softmax(log_p, temperature)
     metrics = report.compute_metrics(labels, probabilities, names)
-    return {"views": data.views.count,
+    return {"views": sum(data.views.count for data, _ in passes),
             "test_accuracy": round(metrics["accuracy"], 4),
             "macro_f1": round(metrics["macro_f1"], 4),
-            "temperature": round(answer["temperature"], 3),
+            "temperature": round(temperature, 3),
             "nll": round(calibration.negative_log_likelihood(probabilities, labels), 4),
             "ece": round(calibration.expected_calibration_error(probabilities, labels), 4),
             "examples": int(len(labels))}, seconds
+
+
+def model_at(config, size: int, num_classes: int, weights: str):
+    """The run's kept weights in its network built for `size` px inputs."""
+    try:
+        return train_lib.restore_model(config.replace(image_size=size), num_classes, weights)
+    except ValueError as e:  # E.g. seed_cnn: Flatten ties its Dense layer to one size.
+        raise app.UsageError(f"--sizes: {config.model.name} cannot run at {size} px with "
+                             f"these weights (no global pooling?): {e}") from e
 
 
 def main(argv):
@@ -102,19 +141,28 @@ def main(argv):
                              "train a run there first")
     # Bad --views stop here, before the model loads (the splits come from the builder).
     found = variants(train_lib.read_config(FLAGS.workdir), FLAGS.views)
+    sizes = sized(FLAGS.sizes)  # Bad --sizes stop here too.
     config, model = train_lib.load_run(FLAGS.workdir, data_dir=FLAGS.data_dir)
     builder = pipeline.load_builder(config.data.dataset, data_dir=config.data.data_dir)
     names = pipeline.artist_names(builder)
-    results, seconds = {}, {name: [] for name in found}
+    passes = {name: [(train_lib.evaluation_data(variant), model)]
+              for name, variant in found.items()}
+    models = {config.data.image_size: model}
+    for name, item_sizes in sizes.items():
+        for size in item_sizes:
+            if size not in models:
+                models[size] = model_at(config, size, len(names), weights)
+        passes[name] = [(train_lib.evaluation_data(config.replace(image_size=size)), models[size])
+                        for size in item_sizes]
+    results, seconds = {}, {name: [] for name in passes}
     for round_index in range(FLAGS.rounds):
-        for name, variant in found.items():
-            figures, cpu = measure(builder, train_lib.evaluation_data(variant), model, names,
-                                   target_precision=variant.export.target_precision)
+        for name, variant_passes in passes.items():
+            figures, cpu = measure(builder, variant_passes, names)
             results.setdefault(name, figures)
             seconds[name].append(cpu)
             print(f"round {round_index + 1}/{FLAGS.rounds} {name}: {cpu:.1f} CPU s",
                   flush=True)
-    first = statistics.median(seconds[next(iter(found))])
+    first = statistics.median(seconds[next(iter(passes))])
     for name, figures in results.items():
         per_painting = statistics.median(seconds[name]) / figures["examples"]
         figures["cpu_ms_per_painting"] = round(1000 * per_painting, 2)

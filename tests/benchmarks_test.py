@@ -167,6 +167,26 @@ def test_views_compare_reproduces_the_run_and_varies_only_its_views(trained_run)
     assert result.returncode != 0 and "epochs changes training" in result.stderr
 
 
+def test_views_compare_sizes_average_the_kept_weights_at_each_size(trained_run):
+    config, workdir, metrics = trained_run
+    size = config.data.image_size
+    # The run's own size, alone and twice over (the mean of one answer is that answer),
+    # reproduce the run's test report.
+    figures = last_json("views_compare.py", f"--workdir={workdir}", "--rounds=1", "--views=",
+                        f"--sizes={size},{size}+{size}")
+    assert list(figures)[1:] == [f"sizes={size}", f"sizes={size}+{size}"]
+    for name in list(figures)[1:]:
+        assert figures[name]["test_accuracy"] == pytest.approx(metrics["test_accuracy"],
+                                                               abs=1e-4)
+        assert figures[name]["ece"] == pytest.approx(metrics["test_ece"], abs=1e-4)
+    assert figures[f"sizes={size}+{size}"]["views"] == 2
+    # seed_cnn flattens its last feature maps: its weights fit one input size only.
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "views_compare.py"),
+                             f"--workdir={workdir}", "--views=", f"--sizes={size}+{2 * size}"],
+                            env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0 and f"cannot run at {2 * size} px" in result.stderr
+
+
 def test_app_bench(tiny_saved_model, tmp_path):
     out = tmp_path / "app_bench.json"
     figures = last_json("app_bench.py", f"--model_dir={tiny_saved_model}", "--clients=2",

@@ -257,7 +257,9 @@ def format_info(model_dir: str, document: dict) -> str:
         lines.append(f"Preprocessing {key}: {value}")
     views = document.get("views") or {}
     if views.get("count", 1) > 1:
+        sizes = views.get("sizes") or []
         lines.append(f"Views: {views['count']} per image (the whole painting"
+                     + (f" at {' and '.join(map(str, sizes))} px" if len(sizes) > 1 else "")
                      + (f", {views['crops']} crops at {views['scale']}" if views["crops"] else "")
                      + (", mirrored too" if views["flips"] else "") + "), probabilities averaged")
     if document.get("calibration"):

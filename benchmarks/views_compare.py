@@ -4,7 +4,8 @@
         [--views=test_flips=true,eval_crops=4,eval_crops=4+test_flips=true] \
         [--sizes=224,160+224] [--rounds=3]
 
-The views a model answers from (`--eval_crops`, `--test_flips`, `--crop_scale`)
+The views a model answers from (`--eval_crops`, `--test_flips`, `--crop_scale`,
+`--eval_scale`)
 change inference alone, so one finished run of `train.py` answers for all of
 them, on the same kept weights (RUN/checkpoints/best.weights.h5) and splits:
 
@@ -45,7 +46,7 @@ from trainer import callbacks as callbacks_lib  # noqa: E402
 from trainer import config as config_lib  # noqa: E402
 
 # The settings that change what a painting is answered from, and nothing of training.
-VIEW_SETTINGS = ("eval_crops", "test_flips", "crop_scale")
+VIEW_SETTINGS = ("eval_crops", "test_flips", "crop_scale", "eval_scale")
 
 FLAGS = flags.FLAGS
 

@@ -78,21 +78,33 @@ class DataConfig(settings.Section):
                                 "pixels.", bounds=(0.0, 16.0))
     test_flips: bool = setting(False, "Test-time flips: evaluation and serving also run the "
                                "mirror image of every view.")
+    eval_scale: float = setting(1.4, "Multi-scale inference: evaluation and every serving "
+                                "signature also run the model on the whole painting at "
+                                "eval_scale x image_size (1.4: 224 px for 160), averaging the "
+                                "probabilities; 0: one size. Not with --eval_crops.",
+                                bounds=(0.0, 4.0), absent=0.0)
 
     def __post_init__(self):
         super().__post_init__()
         settings.check_that(not 0 < self.crop_scale < 1,
                             f"--crop_scale={self.crop_scale}: 0 (stored pixels) or >= 1")
+        settings.check_that(not self.eval_scale or views_lib.scaled_side(
+            self.image_size, self.eval_scale) > self.image_size,
+            f"--eval_scale={self.eval_scale}: 0 (one size) or above 1 (a larger view)")
+        settings.check_that(not (self.eval_scale and self.eval_crops),
+                            "--eval_scale and --eval_crops cannot be combined: choose "
+                            "multi-scale or crops")
 
     @property
     def views(self) -> views_lib.Views:
         """What evaluation (and the exported model) runs the model on, per painting."""
         return views_lib.Views(self.image_size, self.resize_mode, crops=self.eval_crops,
-                               crop_scale=self.crop_scale, flips=self.test_flips)
+                               crop_scale=self.crop_scale, flips=self.test_flips,
+                               scale=self.eval_scale)
 
     def single_view(self) -> "DataConfig":
         """The same without multi-crop inference: whole paintings, one per example."""
-        return dataclasses.replace(self, eval_crops=0, test_flips=False)
+        return dataclasses.replace(self, eval_crops=0, test_flips=False, eval_scale=0.0)
 
 
 class DatasetError(ValueError):
@@ -226,7 +238,8 @@ def gallery_split(builder, split: str, data: DataConfig, *, keep, thumbnail_px: 
 
 def decoder(data: DataConfig, *, for_warp: bool, max_side: int):
     """The per-record decode: whole paintings (at most `max_side`) for the warp, else squares
-    (`data.views`: [V, S, S, 3] views of each painting for multi-crop inference)."""
+    (`data.views`: [V, S, S, 3] views of each painting for multi-crop inference, or whole
+    paintings at multi-scale's larger size)."""
     if for_warp:
         return functools.partial(ops.decode_within, max_side=max_side)
     if data.views.count == 1:
@@ -358,7 +371,8 @@ def create_split(
 
     Evaluation splits with multi-crop inference (`data.views`, more than one
     view) give images [B, V, S, S, 3] instead: every view of each painting
-    (`pipeline.views`), for `serving.multiview` to combine.
+    (`pipeline.views`), for `serving.multiview` to combine; with multi-scale
+    (`eval_scale`), at the larger size (the model side shrinks them to S as well).
 
     Training splits are shuffled (encoded records), augmented and drop the
     last partial batch (static shapes); evaluation splits are neither, never

@@ -12,6 +12,11 @@ the same order. With crops, a JPEG is decoded at the scale the crops need
 (full size for stored pixels), and the whole view is resized from that (one
 decode, not two): it differs from the one-view decode (at 1/2-1/8 scale) by
 a few 1/255 on average (2.9/255 on sample_paintings/tiny at 32 px).
+
+Multi-scale (`scale` > 1): the whole painting (and its mirror, with flips) is
+made at `scale` x `image_size` (`Views.size`); the model side runs the model on
+it and on it shrunk to `image_size` (`serving.multiview.passes`), so one
+decoded tensor carries both sizes. Not combined with crops.
 """
 
 import dataclasses
@@ -41,23 +46,39 @@ class Views:
     crops: int = 0
     crop_scale: float = 0.0
     flips: bool = False
+    scale: float = 0.0  # Multi-scale: the whole painting also at scale x image_size; 0: off.
 
     def __post_init__(self):
         if not 0 <= self.crops <= MAX_CROPS:
             raise ValueError(f"crops must be in [0, {MAX_CROPS}], got {self.crops}")
         if self.crop_scale and self.crop_scale < 1.0:
             raise ValueError(f"crop_scale must be 0 (stored pixels) or >= 1, got {self.crop_scale}")
+        if self.scale and scaled_side(self.image_size, self.scale) <= self.image_size:
+            raise ValueError(f"scale must be 0 (one size) or make a side above {self.image_size} "
+                             f"px, got {self.scale}")
+        if self.scale and self.crops:
+            raise ValueError("multi-scale views (scale) and crops cannot be combined")
+
+    @property
+    def size(self) -> int:
+        """The side of the views made here: `image_size`, or the larger one of multi-scale."""
+        return scaled_side(self.image_size, self.scale) if self.scale else self.image_size
+
+    @property
+    def pixel_count(self) -> int:
+        """Views per painting in the tensor made here (`views`)."""
+        return (1 + self.crops) * (2 if self.flips else 1)
 
     @property
     def count(self) -> int:
-        """Views per painting."""
-        return (1 + self.crops) * (2 if self.flips else 1)
+        """The model's passes per painting: the views, each at both sizes with multi-scale."""
+        return self.pixel_count * (2 if self.scale else 1)
 
     @property
     def decode_size(self) -> int | None:
         """The side a JPEG is decoded for (`ops.jpeg_ratio_index`); None: at full size."""
         if not self.crops:
-            return self.image_size
+            return self.size
         if not self.crop_scale:
             return None
         return crop_side(self.image_size, self.crop_scale)
@@ -68,12 +89,18 @@ class Views:
         return {"count": self.count, "crops": self.crops,
                 "positions": list(CROP_POSITIONS[:self.crops]),
                 "crop_scale": self.crop_scale, "flips": self.flips,
+                "sizes": [self.image_size, self.size] if self.scale else [self.image_size],
                 "scale": (f"shorter side scaled to {side} px" if side else
                           "the painting's own pixels") if self.crops else None,
                 "decode": ("full size" if self.decode_size is None else
                            f"as for {self.decode_size} px (ops.jpeg_ratio_index)"),
                 "combination": "log of the mean over views of softmax(logits); the "
                                "temperature divides that" if self.count > 1 else None}
+
+
+def scaled_side(image_size: int, scale: float) -> int:
+    """The side of multi-scale's larger whole-painting view."""
+    return round(scale * image_size)
 
 
 def crop_side(image_size: int, crop_scale: float) -> int:
@@ -116,22 +143,23 @@ def crop_grid(image: tf.Tensor, image_size: int, crops: int) -> tf.Tensor:
 
 
 def views(image: tf.Tensor, spec: Views) -> tf.Tensor:
-    """uint8 [h, w, 3] -> uint8 [spec.count, S, S, 3], in this module's view order."""
-    parts = [ops.resize(image, spec.image_size, mode=spec.resize_mode)[None]]
+    """uint8 [h, w, 3] -> uint8 [spec.pixel_count, spec.size, spec.size, 3], in this module's
+    view order."""
+    parts = [ops.resize(image, spec.size, mode=spec.resize_mode)[None]]
     if spec.crops:
         scaled = scale_for_crops(image, spec.image_size, spec.crop_scale)
         parts.append(crop_grid(scaled, spec.image_size, spec.crops))
     stacked = tf.concat(parts, axis=0) if len(parts) > 1 else parts[0]
     if spec.flips:
         stacked = tf.concat([stacked, tf.reverse(stacked, axis=[2])], axis=0)
-    return tf.ensure_shape(stacked, [spec.count, spec.image_size, spec.image_size, 3])
+    return tf.ensure_shape(stacked, [spec.pixel_count, spec.size, spec.size, 3])
 
 
 def model_input(image: tf.Tensor, spec: Views) -> tf.Tensor:
-    """A decoded painting -> uint8 [S, S, 3] when it is one view (`ops.resize`, as always),
-    else uint8 [V, S, S, 3]."""
-    if spec.count == 1:
-        return ops.resize(image, spec.image_size, mode=spec.resize_mode)
+    """A decoded painting -> uint8 [S, S, 3] when it is one view (`ops.resize`, as always;
+    S is `spec.size`), else uint8 [V, S, S, 3]."""
+    if spec.pixel_count == 1:
+        return ops.resize(image, spec.size, mode=spec.resize_mode)
     return views(image, spec)
 
 

@@ -39,8 +39,10 @@ def explainable(model: keras.Model) -> keras.Model:
     if maps[-1] is tensors[0]:
         raise ValueError(f"{model.name}: its only 4-D tensor is the input image")
     classifier = model.layers[-1]
-    return keras.Model(model.inputs, [maps[-1], classifier.input, model.outputs[0]],
-                       name=f"{model.name}_explainable")
+    # Callable at other sizes too (multi-scale views): `multiview.accept_any_size`.
+    return multiview.accept_any_size(keras.Model(
+        model.inputs, [maps[-1], classifier.input, model.outputs[0]],
+        name=f"{model.name}_explainable"))
 
 
 def normalized_embeddings(embeddings: tf.Tensor) -> tf.Tensor:
@@ -64,11 +66,14 @@ def grad_cam(feature_maps: tf.Tensor, gradients: tf.Tensor) -> tf.Tensor:
 def forward(explainer: keras.Model, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Float images [B, S, S, 3] (or views [B, V, S, S, 3]) -> (logits [B, C], normalised
     embeddings [B, D]) from one pass; with views, their combined logits and the mean
-    direction of their embeddings (`serving.multiview`)."""
-    flat, views = multiview.flatten(images)
-    _, embeddings, logits = explainer(flat, training=False)
-    return (multiview.combine_logits(logits, views),
-            multiview.combine_embeddings(normalized_embeddings(embeddings), views))
+    direction of their embeddings (`serving.multiview`, multi-scale views included)."""
+    flat, views = multiview.passes(images, multiview.model_size(explainer))
+    outputs = [explainer(x, training=False) for x in flat]
+    count = views * len(flat)
+    logits = multiview.join([logits for _, _, logits in outputs], views)
+    embeddings = multiview.join([normalized_embeddings(e) for _, e, _ in outputs], views)
+    return (multiview.combine_logits(logits, count),
+            multiview.combine_embeddings(embeddings, count))
 
 
 def embed(explainer: keras.Model, images: tf.Tensor) -> tf.Tensor:
@@ -87,21 +92,25 @@ def analyze(explainer: keras.Model, images: tf.Tensor, artist_ids: tf.Tensor | N
     Views [batch, V, S, S, 3] (multi-crop inference) run in the same pass:
     logits and embeddings combine all views (`serving.multiview`), the
     default artist is the combined top-1, and the heatmap is Grad-CAM on the
-    whole-painting view (a map over crops would not line up with the painting).
+    whole-painting view (a map over crops would not line up with the painting; with
+    multi-scale views, the one at the model's own size).
     """
-    flat, views = multiview.flatten(images)
+    flat, views = multiview.passes(images, multiview.model_size(explainer))
+    count = views * len(flat)
     with tf.GradientTape() as tape:
-        feature_maps, embeddings, view_logits = explainer(flat, training=False)
-        view_logits = tf.cast(view_logits, tf.float32)
-        logits = multiview.combine_logits(view_logits, views)
+        outputs = [explainer(x, training=False) for x in flat]
+        feature_maps = outputs[0][0]  # The pass at the model's own size.
+        view_logits = [tf.cast(logits, tf.float32) for _, _, logits in outputs]
+        logits = multiview.combine_logits(multiview.join(view_logits, views), count)
         if artist_ids is None:
             artist_ids = tf.argmax(logits, axis=-1, output_type=tf.int32)
-        chosen = tf.gather(multiview.whole_views(view_logits, views), artist_ids, axis=1,
+        chosen = tf.gather(multiview.whole_views(view_logits[0], views), artist_ids, axis=1,
                            batch_dims=1)
     gradients = tape.gradient(chosen, feature_maps)
+    embeddings = multiview.join([normalized_embeddings(e) for _, e, _ in outputs], views)
     return {
         "logits": logits,
-        "embeddings": multiview.combine_embeddings(normalized_embeddings(embeddings), views),
+        "embeddings": multiview.combine_embeddings(embeddings, count),
         "heatmaps": grad_cam(multiview.whole_views(feature_maps, views),
                              multiview.whole_views(gradients, views)),
         "explained_ids": artist_ids,

@@ -54,6 +54,9 @@ painting, its crops and (with flips) their mirror images, made by
 `embed` and `similar` use the mean direction of the views' embeddings (the
 gallery is embedded the same way); `explain`'s heatmap is Grad-CAM on the
 whole-painting view, for the artist the combined probabilities rank first.
+Multi-scale inference (`Views.scale`; "sizes" in "views") decodes the whole
+painting at the larger size and runs the model on it and on it shrunk to
+`image_size`, in every one of those signatures alike.
 
 Decoding, resizing and rescaling are `pipeline.ops`' own functions, the ones
 evaluation uses (`ops.decode_resized`): a JPEG at least 4x the model's input
@@ -149,9 +152,10 @@ class Answer:
 
 
 def _views_shape(spec: views_lib.Views) -> list[int]:
-    """One painting's model input: [S, S, 3], or [V, S, S, 3] with multi-crop inference."""
-    square = [spec.image_size, spec.image_size, 3]
-    return square if spec.count == 1 else [spec.count, *square]
+    """One painting's model input: [S, S, 3], or [V, S, S, 3] with multi-crop inference (S:
+    multi-scale's larger size, `Views.size`)."""
+    square = [spec.size, spec.size, 3]
+    return square if spec.pixel_count == 1 else [spec.pixel_count, *square]
 
 
 def decode_batch(
@@ -184,12 +188,13 @@ def decode_batch(
 def resize_batch(pixels: tf.Tensor, *, image_size: int, resize_mode: str,
                  views: views_lib.Views | None = None) -> tf.Tensor:
     """uint8 [batch, h, w, 3] of any size -> uint8 [batch, size, size, 3] (with multi-crop
-    `views`, [batch, V, size, size, 3])."""
+    `views`, [batch, V, size, size, 3]; with multi-scale, at its larger size)."""
     shape = tf.shape(pixels)
     with tf.control_dependencies([tf.debugging.assert_positive(
             shape[1:3], message=f"{PIXELS_INPUT}: images must be at least 1x1 pixels")]):
         pixels = tf.identity(pixels)
-    if views is not None and views.count > 1:
+    image_size = views.size if views is not None else image_size
+    if views is not None and views.pixel_count > 1:
         return tf.map_fn(lambda image: views_lib.views(image, views), pixels,
                          parallel_iterations=DECODE_PARALLELISM,
                          fn_output_signature=tf.TensorSpec(_views_shape(views), tf.uint8))
@@ -314,9 +319,7 @@ def export_model(
     min_confidence: float = 0.0,
     min_familiarity: float | None = None,
     abstention: dict | None = None,
-    crops: int = 0,
-    crop_scale: float = 0.0,
-    flips: bool = False,
+    views: views_lib.Views | None = None,
 ) -> str:
     """Writes the SavedModel described in this module's docstring; returns `path`.
 
@@ -328,14 +331,16 @@ def export_model(
     `similar` too. `temperature` divides the logits; `unknown` is true where the
     top probability is below `min_confidence` or (with a gallery) the familiarity
     below `min_familiarity` (None: no distance test); `abstention` describes how that
-    was chosen (stored in the metadata). `crops`, `crop_scale` and `flips`: multi-crop
-    inference (`pipeline.views`), as the run's `DataConfig.views` evaluated it.
+    was chosen (stored in the metadata). `views`: multi-crop or multi-scale inference
+    (`pipeline.views`), as the run's `DataConfig.views` evaluated it; default: one view.
     """
     if resize_mode not in ops.RESIZE_MODES:
         raise ValueError(f"resize_mode must be one of {ops.RESIZE_MODES}, got {resize_mode!r}")
     top_k = min(top_k, len(artist_names))
-    spec = views_lib.Views(image_size, resize_mode, crops=crops, crop_scale=crop_scale,
-                           flips=flips)
+    spec = views or views_lib.Views(image_size, resize_mode)
+    if (spec.image_size, spec.resize_mode) != (image_size, resize_mode):
+        raise ValueError(f"views are for {spec.image_size} px ({spec.resize_mode}), the model "
+                         f"for {image_size} px ({resize_mode})")
     artists = tf.constant(list(artist_names))
     explainer = explain.explainable(model)
     neighbours = gallery_lib.GalleryModule(gallery, artists) if gallery is not None and len(

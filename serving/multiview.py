@@ -8,10 +8,17 @@ vector, so the served `Answer`'s temperature and the calibration fit
 single view's logits. Evaluation (`trainer.evaluation`) and every serving
 signature (`serving.export`) call these functions; with one view
 (images [B, S, S, 3]) they return the model's own outputs untouched.
+
+Multi-scale: images larger than the model's own input size S (the network
+was built for S) are the larger views of `pipeline.views` (`Views.scale`):
+the model runs on them as they are and shrunk to S (`passes`), and each
+painting's views are ordered all those at S first (the whole painting at S
+is its first view), then all those at the larger size.
 """
 
 import math
 
+import keras
 import tensorflow as tf
 
 
@@ -24,6 +31,44 @@ def flatten(images: tf.Tensor) -> tuple[tf.Tensor, int]:
         raise ValueError(f"images must be [B, S, S, 3] or [B, V, S, S, 3] with a static V, "
                          f"got {images.shape}")
     return tf.reshape(images, [-1, *images.shape[2:]]), views
+
+
+def model_size(model: keras.Model) -> int:
+    """The square side the model was built for."""
+    return model.inputs[0].shape[1]
+
+
+def accept_any_size(model: keras.Model) -> keras.Model:
+    """Lets `model` (and the models nested in it) be called on images of another size: only
+    Keras' input check is relaxed; every network here but seed_cnn (Flatten) runs at any size
+    (global pooling). Returns `model`."""
+    for layer in [model, *model._flatten_layers(include_self=False)]:
+        if isinstance(layer, keras.Model) and getattr(layer, "inputs", None):
+            layer.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: 3})
+    return model
+
+
+def passes(images: tf.Tensor, size: int) -> tuple[list[tf.Tensor], int]:
+    """[B, S', S', 3] or [B, V, S', S', 3] -> ([B * V, size, size, 3] (, the same at S' when
+    S' > size: multi-scale), V). The shrink is an area resize rounded to the uint8 grid, as
+    `pipeline.ops.resize` shrinks a painting."""
+    flat, views = flatten(images)
+    side = flat.shape[1]
+    if side is None or side < size:
+        raise ValueError(f"images must be at least the model's {size} px, got {flat.shape}")
+    if side == size:
+        return [flat], views
+    shrunk = tf.image.resize(tf.cast(flat, tf.float32), [size, size], method="area")
+    return [tf.cast(tf.round(shrunk * 255.0) / 255.0, flat.dtype), flat], views
+
+
+def join(rows: list[tf.Tensor], views: int) -> tf.Tensor:
+    """Each pass's [B * V, ...] rows -> [B * V * passes, ...], painting-major (a painting's
+    views of the first pass, then of the next)."""
+    if len(rows) == 1:
+        return rows[0]
+    per_painting = [tf.reshape(r, [-1, views, *r.shape[1:]]) for r in rows]
+    return tf.reshape(tf.concat(per_painting, axis=1), [-1, *rows[0].shape[1:]])
 
 
 def combine_logits(logits: tf.Tensor, views: int) -> tf.Tensor:
@@ -52,6 +97,8 @@ def combine_embeddings(embeddings: tf.Tensor, views: int) -> tf.Tensor:
 
 
 def painting_logits(model, images: tf.Tensor) -> tf.Tensor:
-    """Float images [B, S, S, 3] or views [B, V, S, S, 3] -> logits [B, C] per painting."""
-    flat, views = flatten(images)
-    return combine_logits(model(flat, training=False), views)
+    """Float images [B, S, S, 3] or views [B, V, S, S, 3] -> logits [B, C] per painting
+    (`model`: `accept_any_size` for multi-scale views)."""
+    flat, views = passes(images, model_size(model))
+    return combine_logits(join([model(x, training=False) for x in flat], views),
+                          views * len(flat))

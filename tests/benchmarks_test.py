@@ -63,7 +63,7 @@ def test_recipe_compare(tmp_path):
                # The plumbing, not the recipes: the small CNN for every run, no gallery.
                "--max_default_epochs=2",
                "--set=image_size=32,batch_size=16,model=seed_cnn,weights=none,freeze_epochs=0,"
-               "gallery_per_artist=0",
+               "gallery_per_artist=0,eval_scale=0",
                "--ablations=bn_momentum=0.9,test_flips=true", "--seeds=2"]
     figures = last_json(*command)
     assert set(figures) == {"original", "default", "default+bn_momentum=0.9",

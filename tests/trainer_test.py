@@ -59,6 +59,17 @@ def test_flags_override_recipe_and_recipe_is_recorded():
     assert config.replace(seed=4).run.seed == 4 and config.replace(seed=4).recipe == "original"
 
 
+def test_a_saved_config_without_a_newer_setting_keeps_what_it_meant():
+    # eval_scale came later with a default of 1.4; a config.json without it ran one size.
+    document = configs.resolve("default", {"seed": 3}).to_dict()
+    assert document["data"].pop("eval_scale") == 1.4
+    assert config_lib.from_dict(document).data.eval_scale == 0.0
+    assert config_lib.from_dict(document).run.seed == 3
+    original = configs.resolve("original", {}).to_dict()
+    del original["data"]["eval_scale"]  # seed_cnn cannot run multi-scale: must still load.
+    assert config_lib.from_dict(original).model.name == "seed_cnn"
+
+
 def test_flags_are_generated_from_the_declarations():
     values = flags.FlagValues()
     config_lib.define_flags({name: configs.recipe_values(name) for name in configs.RECIPES},

@@ -249,3 +249,80 @@ def test_predict_info_states_the_views(crops_run):
     assert result.returncode == 0, result.stderr
     assert ("Views: 10 per image (the whole painting, 4 crops at the painting's own pixels, "
             "mirrored too), probabilities averaged") in result.stdout
+
+
+# --- Multi-scale: the whole painting at the model's size and at a larger one -----------
+
+SCALED = dict(model="resnet_small", eval_scale=1.5, test_flips=True)
+
+
+@pytest.fixture(scope="module")
+def scaled_run(tiny_data_dir, tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("scaled_run"))
+    config = tiny_config(tiny_data_dir, epochs=1, warmup_epochs=0, gallery_per_artist=4,
+                         **SCALED)
+    train_lib.train_and_evaluate(config, workdir)
+    return config, workdir
+
+
+def test_multi_scale_views_are_one_tensor_at_the_larger_size():
+    spec = views_lib.Views(32, scale=1.5, flips=True)
+    assert (spec.size, spec.pixel_count, spec.count, spec.decode_size) == (48, 2, 4, 48)
+    assert spec.describe()["sizes"] == [32, 48]
+    image = tf.constant(picture(3, 72, 92))
+    views = views_lib.views(image, spec).numpy()
+    np.testing.assert_array_equal(views[0], ops.resize(image, 48).numpy())
+    np.testing.assert_array_equal(views[1], views[0][:, ::-1])
+    flat, count = multiview.passes(tf.constant(views[None]), 32)
+    assert count == 2 and [p.shape for p in flat] == [(2, 32, 32, 3), (2, 48, 48, 3)]
+    with pytest.raises(ValueError, match="cannot be combined"):
+        views_lib.Views(32, scale=1.5, crops=1)
+    with pytest.raises(ValueError, match="larger|above"):
+        views_lib.Views(32, scale=1.01)
+
+
+def test_multi_scale_settings_are_checked(tiny_data_dir):
+    with pytest.raises(ValueError, match="eval_crops cannot be combined"):
+        tiny_config(tiny_data_dir, model="resnet_small", eval_scale=1.5, eval_crops=1)
+    with pytest.raises(ValueError, match="seed_cnn"):
+        tiny_config(tiny_data_dir, eval_scale=1.5)
+
+
+def test_multi_scale_served_file_and_test_split_get_identical_probabilities(
+        scaled_run, tiny_builder):
+    config, workdir = scaled_run
+    _, model = train_lib.load_run(workdir)
+    path = os.path.join(workdir, "saved_model")
+    with open(os.path.join(path, "assets.extra", "metadata.json")) as f:
+        document = json.load(f)
+    assert document["views"]["count"] == 4 and document["views"]["sizes"] == [32, 48]
+    temperature = document["calibration"]["temperature"]
+    labels, evaluated = evaluation.predict_split(
+        tiny_builder, "test", config.data, evaluation.keras_predict_fn(model, temperature))
+    loaded = tf.saved_model.load(path)
+    encoded = pipeline.encoded_images(tiny_builder, "test")
+    served = loaded.signatures["serving_default"](images=tf.constant(encoded))
+    np.testing.assert_allclose(served["probabilities"].numpy(), evaluated, atol=1e-6)
+    # By hand: the painting at 48 px and that shrunk to 32, each mirrored, the four
+    # softmaxes averaged, then the temperature.
+    large = np.stack([ops.decode_resized(e, 48).numpy() for e in encoded[:4]])
+    small = np.round(tf.image.resize(large.astype(np.float32), [32, 32], method="area")
+                     .numpy()).astype(np.uint8)
+    softmaxes = [tf.nn.softmax(model(ops.rescale(tf.constant(x)), training=False)).numpy()
+                 for x in (small, small[:, :, ::-1], large, large[:, :, ::-1])]
+    expected = tf.nn.softmax(np.log(np.mean(softmaxes, axis=0)) / temperature).numpy()
+    np.testing.assert_allclose(served["probabilities"].numpy()[:4], expected, atol=1e-5)
+    alone = evaluation.keras_predict_fn(model, temperature)(ops.rescale(tf.constant(small)))
+    assert np.abs(alone - expected).max() > 1e-4  # The larger view changed the answer.
+    # Every signature runs the same views: the heatmap is on the 32 px whole painting.
+    explained = loaded.signatures["explain"](images=tf.constant(encoded[:4]))
+    assert explained["heatmaps"].shape[1:] == explain.analyze(
+        explain.explainable(model), ops.rescale(tf.constant(small)))["heatmaps"].shape[1:]
+    np.testing.assert_array_equal(explained["explained_ids"].numpy(),
+                                  served["top_k_ids"][:4, 0].numpy())
+    pixels = tf.constant(ops.decode_image(encoded[0]).numpy()[None])
+    by_pixels = loaded.signatures["serve_pixels"](pixels=pixels)["probabilities"].numpy()
+    np.testing.assert_allclose(by_pixels[0], served["probabilities"][0], atol=1e-6)
+    result = run(["predict.py", f"--model_dir={path}", "--info"])
+    assert "Views: 4 per image (the whole painting at 32 and 48 px, mirrored too)" in (
+        result.stdout), result.stdout + result.stderr

@@ -97,6 +97,10 @@ class TrainConfig:
         else:
             settings.check_that(freeze == 0, "--freeze_epochs needs --model=backbone "
                                 "(--freeze_epochs=0, or --recipe=scratch, which sets it)")
+        settings.check_that(not (self.data.eval_scale and self.model.name == "seed_cnn"),
+                            f"--eval_scale={self.data.eval_scale} needs a network that runs at "
+                            "any size; seed_cnn's Flatten ties it to --image_size: pass "
+                            "--eval_scale=0")
         settings.check_that(not (self.run.deterministic and self.data.tf_data_service),
                             "--deterministic cannot hold with --tf_data_service (workers race)")
         settings.check_that(not (self.run.strategy == "multi_worker" and self.data.tf_data_service),
@@ -149,7 +153,8 @@ def from_flat(values: dict, *, recipe: str = "default") -> TrainConfig:
 def from_dict(document: dict) -> TrainConfig:
     """A TrainConfig from `config.json`: nested (this version) or flat (before sections).
 
-    Settings since removed are skipped.
+    Settings since removed are skipped; settings added since take their `absent` value
+    (what runs did before them) where they declare one, else their default.
     """
     recipe = document.get("recipe", "default")
     if any(isinstance(document.get(section), dict) for section in sections()):
@@ -160,6 +165,9 @@ def from_dict(document: dict) -> TrainConfig:
                          if k in by_field})
     else:
         flat = {k: v for k, v in document.items() if k in setting_fields()}
+    for name, (_, field) in setting_fields().items():
+        if name not in flat and field.metadata.get("absent") is not None:
+            flat[name] = field.metadata["absent"]
     return from_flat(flat, recipe=recipe)
 
 

@@ -26,6 +26,8 @@ def keras_predict_fn(model: keras.Model, temperature: float = 1.0) -> PredictFn:
     """A Keras model's logits / `temperature` as probabilities (float32 even under mixed
     precision), as the exported model computes them."""
 
+    multiview.accept_any_size(model)  # Multi-scale views: larger images too.
+
     @tf.function
     def predict(images):  # Views [B, V, S, S, 3] too: probabilities averaged (multiview).
         return tf.nn.softmax(

@@ -48,7 +48,7 @@ def read_config(workdir: str) -> TrainConfig:
 TRAIN, FINISHED, REFINISH = "train", "finished", "refinish"
 # Settings that shape only what a finished run reports and exports, not its weights: a
 # rerun with other values re-evaluates and re-exports the kept weights, no training.
-FINISH_SETTINGS = frozenset({"eval_crops", "test_flips", "top_k", "export_tflite",
+FINISH_SETTINGS = frozenset({"eval_crops", "test_flips", "eval_scale", "top_k", "export_tflite",
                              "gallery_per_artist", "target_precision", "novelty_reject"})
 
 
@@ -366,8 +366,7 @@ def finish(config: TrainConfig, workdir: str, builder, model: keras.Model) -> di
         image_size=config.data.image_size, resize_mode=config.data.resize_mode,
         top_k=config.export.top_k, gallery=gallery, **rule,
         abstention={k: v for k, v in answer.items() if k not in rule},
-        crops=config.data.eval_crops, crop_scale=config.data.crop_scale,
-        flips=config.data.test_flips,
+        views=config.data.views,
         metadata={"dataset": builder.info.full_name, "metrics": metrics,
                   "config": config.to_dict()})
     if config.export.export_tflite:

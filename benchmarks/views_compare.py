@@ -1,7 +1,7 @@
 """Inference views on one trained run: what test-time flips and crops buy, and cost.
 
     python benchmarks/views_compare.py --workdir=RUN \
-        [--views=test_flips=true,eval_crops=4,eval_crops=4+test_flips=true] \
+        [--views=eval_scale=0,test_flips=true,eval_crops=4+eval_scale=0] \
         [--sizes=224,160+224] [--rounds=3]
 
 The views a model answers from (`--eval_crops`, `--test_flips`, `--crop_scale`,
@@ -18,7 +18,9 @@ them, on the same kept weights (RUN/checkpoints/best.weights.h5) and splits:
    sizes (a network with global pooling runs at any): `224` alone (testing above
    the training size, as Touvron et al. 2019, "Fixing the train-test resolution
    discrepancy"), or `160+224`, the probabilities of each size averaged as views
-   are (log of the mean softmax), the temperature fitted on the average.
+   are (log of the mean softmax), the temperature fitted on the average: each
+   size decoded from the file, where `--views=eval_scale=1.4` (the default recipe's
+   multi-scale) shrinks the larger one to the run's size inside the graph, as served.
 4. The test pass (input pipeline, views, model) is timed for every variant in
    turn, `--rounds` times; the median CPU ms per painting, and its ratio to the
    first variant's, is the serving cost of the views (`benchmarks/serving_bench.py`
@@ -55,9 +57,10 @@ def define_flags():
     """Defines the command line (when run, not at import: the tests import this module)."""
     flags.DEFINE_string("workdir", None, "Work directory of a finished train.py run.")
     flags.DEFINE_string("data_dir", None, "TFDS data directory (default: the run's).")
-    flags.DEFINE_list("views", ["test_flips=true", "eval_crops=4", "eval_crops=4+test_flips=true"],
+    flags.DEFINE_list("views", ["eval_scale=0", "test_flips=true", "eval_crops=4+eval_scale=0"],
                       "Variants of the run's views, each name=value (several joined by '+'), "
-                      f"of: {', '.join(VIEW_SETTINGS)}.")
+                      f"of: {', '.join(VIEW_SETTINGS)} (crops and multi-scale do not combine: "
+                      "a crops variant of a multi-scale run names eval_scale=0).")
     flags.DEFINE_list("sizes", [], "Variants of the input size, each a size or sizes joined "
                       "by '+' (probabilities averaged), e.g. 224,160+224.")
     flags.DEFINE_integer("rounds", 3, "Timed test passes of each variant (in turn).",
@@ -153,8 +156,9 @@ def main(argv):
         for size in item_sizes:
             if size not in models:
                 models[size] = model_at(config, size, len(names), weights)
-        passes[name] = [(train_lib.evaluation_data(config.replace(image_size=size)), models[size])
-                        for size in item_sizes]
+        # The whole painting alone at each size, whatever views the run itself answers from.
+        passes[name] = [(train_lib.evaluation_data(config.replace(image_size=size)).single_view(),
+                         models[size]) for size in item_sizes]
     results, seconds = {}, {name: [] for name in passes}
     for round_index in range(FLAGS.rounds):
         for name, variant_passes in passes.items():

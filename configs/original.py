@@ -2,7 +2,6 @@
 
 Augmentation: horizontal and vertical flips, rotation, zoom 0.2,
 translation (0.3, 0.2), contrast 0.2 (the notebook's five Keras layers).
-One view at inference (seed_cnn runs at one size: no --eval_scale).
 """
 
 RECIPE = dict(
@@ -23,5 +22,4 @@ RECIPE = dict(
     rotation=0.25,
     translate_height=0.3,
     translate_width=0.2,
-    eval_scale=0.0,
 )

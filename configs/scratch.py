@@ -9,7 +9,8 @@ inputs cost a third of 300 px per image, so the same budget buys more epochs
 of a network that generalises instead of memorising (README, "How the
 recipes were chosen"). A training step costs a fifth of the default's, and
 `--weights=PATH` starts it from another collection's run (transfer). One size at
-inference: multi-scale (`--eval_scale`) was measured on the default recipe only.
+inference (the declared default): multi-scale (`--eval_scale`) was measured on the
+default recipe only.
 """
 
 RECIPE = dict(
@@ -20,5 +21,4 @@ RECIPE = dict(
     learning_rate=2e-3,
     warmup_epochs=2,
     balance="none",
-    eval_scale=0.0,
 )

@@ -78,11 +78,11 @@ class DataConfig(settings.Section):
                                 "pixels.", bounds=(0.0, 16.0))
     test_flips: bool = setting(False, "Test-time flips: evaluation and serving also run the "
                                "mirror image of every view.")
-    eval_scale: float = setting(1.4, "Multi-scale inference: evaluation and every serving "
+    eval_scale: float = setting(0.0, "Multi-scale inference: evaluation and every serving "
                                 "signature also run the model on the whole painting at "
                                 "eval_scale x image_size (1.4: 224 px for 160), averaging the "
                                 "probabilities; 0: one size. Not with --eval_crops.",
-                                bounds=(0.0, 4.0), absent=0.0)
+                                bounds=(0.0, 4.0))
 
     def __post_init__(self):
         super().__post_init__()

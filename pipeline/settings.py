@@ -18,16 +18,13 @@ class ConfigError(ValueError):
 
 
 def setting(default, help: str, *, choices: Sequence[str] | None = None,
-            bounds: tuple[float | None, float | None] | None = None, flag: str | None = None,
-            absent=None):
+            bounds: tuple[float | None, float | None] | None = None, flag: str | None = None):
     """A dataclass field that knows its help text, its allowed values and its flag name.
 
     `bounds` are inclusive (None: open); `flag` defaults to the field's name.
-    `absent`: for a setting whose default is not what runs did before it existed,
-    the value a saved config without it means (`trainer.config.from_dict`).
     """
     metadata = {"help": help, "choices": tuple(choices) if choices else None,
-                "bounds": bounds, "flag": flag, "absent": absent}
+                "bounds": bounds, "flag": flag}
     return dataclasses.field(default=default, metadata=metadata)
 
 

@@ -40,12 +40,15 @@ def test_original_recipe_is_the_original():
 
 
 def test_default_recipe_is_the_declared_defaults():
-    assert configs.recipe_values("default") == {}
-    assert configs.resolve("default", {}) == config_lib.TrainConfig()
+    # The declared defaults, plus multi-scale inference (the pipeline's default is one size).
+    assert configs.recipe_values("default") == {"eval_scale": 1.4}
+    assert configs.resolve("default", {}) == config_lib.TrainConfig().replace(eval_scale=1.4)
+    assert pipeline.DataConfig().eval_scale == 0.0
     model = config_lib.TrainConfig().model
     assert (model.name, model.backbone, model.weights) == ("backbone", "efficientnet_lite0",
                                                            "imagenet")
-    assert configs.resolve("finetune", {}) == config_lib.TrainConfig(recipe="finetune")
+    assert configs.resolve("finetune", {}) == config_lib.TrainConfig(recipe="finetune").replace(
+        eval_scale=1.4)
     scratch = configs.resolve("scratch", {})
     assert (scratch.model.name, scratch.model.weights, scratch.training.freeze_epochs) == (
         "resnet_small", "none", 0)
@@ -60,13 +63,13 @@ def test_flags_override_recipe_and_recipe_is_recorded():
 
 
 def test_a_saved_config_without_a_newer_setting_keeps_what_it_meant():
-    # eval_scale came later with a default of 1.4; a config.json without it ran one size.
+    # eval_scale came later, 1.4 in the default recipe; a config.json without it ran one size.
     document = configs.resolve("default", {"seed": 3}).to_dict()
     assert document["data"].pop("eval_scale") == 1.4
     assert config_lib.from_dict(document).data.eval_scale == 0.0
     assert config_lib.from_dict(document).run.seed == 3
     original = configs.resolve("original", {}).to_dict()
-    del original["data"]["eval_scale"]  # seed_cnn cannot run multi-scale: must still load.
+    del original["data"]["eval_scale"]
     assert config_lib.from_dict(original).model.name == "seed_cnn"
 
 

@@ -153,8 +153,7 @@ def from_flat(values: dict, *, recipe: str = "default") -> TrainConfig:
 def from_dict(document: dict) -> TrainConfig:
     """A TrainConfig from `config.json`: nested (this version) or flat (before sections).
 
-    Settings since removed are skipped; settings added since take their `absent` value
-    (what runs did before them) where they declare one, else their default.
+    Settings since removed are skipped.
     """
     recipe = document.get("recipe", "default")
     if any(isinstance(document.get(section), dict) for section in sections()):
@@ -165,9 +164,6 @@ def from_dict(document: dict) -> TrainConfig:
                          if k in by_field})
     else:
         flat = {k: v for k, v in document.items() if k in setting_fields()}
-    for name, (_, field) in setting_fields().items():
-        if name not in flat and field.metadata.get("absent") is not None:
-            flat[name] = field.metadata["absent"]
     return from_flat(flat, recipe=recipe)
 
 

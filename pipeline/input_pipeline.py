@@ -92,8 +92,9 @@ class DataConfig(settings.Section):
             self.image_size, self.eval_scale) > self.image_size,
             f"--eval_scale={self.eval_scale}: 0 (one size) or above 1 (a larger view)")
         settings.check_that(not (self.eval_scale and self.eval_crops),
-                            "--eval_scale and --eval_crops cannot be combined: choose "
-                            "multi-scale or crops")
+                            f"--eval_scale={self.eval_scale} and --eval_crops cannot be "
+                            "combined: choose multi-scale or crops (--eval_scale=0, one "
+                            "size, for crops)")
 
     @property
     def views(self) -> views_lib.Views:

@@ -5,9 +5,8 @@
         [--sizes=224,160+224] [--rounds=3]
 
 The views a model answers from (`--eval_crops`, `--test_flips`, `--crop_scale`,
-`--eval_scale`)
-change inference alone, so one finished run of `train.py` answers for all of
-them, on the same kept weights (RUN/checkpoints/best.weights.h5) and splits:
+`--eval_scale`) change inference alone, so one finished run of `train.py` answers
+for all of them, on the same kept weights (RUN/checkpoints/best.weights.h5) and splits:
 
 1. The run's own views first, then each `--views` item (name=value settings,
    `+` joining several) in their place.

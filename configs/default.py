@@ -12,13 +12,13 @@ original recipe's CPU time on devset (780 against 811 CPU s). It beat
 training `resnet_small` from scratch (`scratch`) on devset and on a
 7-artist, 100-painting subsample of it (README, "How the recipes were
 chosen"). At inference it answers from the whole painting at 160 and at
-224 px, the probabilities averaged (`--eval_scale=1.4`, multi-scale: +0.9 to
-+3.8 points of test accuracy on seven runs, for 3.2x the serving CPU of one
-size; README). The declared default is one size: what the pipeline gives any
-caller, and what runs written before the setting did. `--backbone=efficientnetv2b0` and the other
-keras.applications networks download their weights from Google at first
-use (a machine with internet), or take a file saved from the same backbone
-(`--weights=PATH`).
+224 px, the probabilities averaged (`--eval_scale=1.4`, multi-scale: 0 to
++3.8 points of test accuracy on eight runs, never lower, for 3.2x the serving
+CPU of one size; README). The declared default is one size: what the pipeline
+gives any caller, and what runs written before the setting did.
+`--backbone=efficientnetv2b0` and the other keras.applications networks
+download their weights from Google at first use (a machine with internet), or
+take a file saved from the same backbone (`--weights=PATH`).
 """
 
 RECIPE = dict(

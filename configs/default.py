@@ -13,7 +13,7 @@ training `resnet_small` from scratch (`scratch`) on devset and on a
 7-artist, 100-painting subsample of it (README, "How the recipes were
 chosen"). At inference it answers from the whole painting at 160 and at
 224 px, the probabilities averaged (`--eval_scale=1.4`, multi-scale: 0 to
-+3.8 points of test accuracy on eight runs, never lower, for 3.2x the serving
++3.8 points of test accuracy on nine runs, never lower, for 3.2x the serving
 CPU of one size; README). The declared default is one size: what the pipeline
 gives any caller, and what runs written before the setting did.
 `--backbone=efficientnetv2b0` and the other keras.applications networks

@@ -86,15 +86,10 @@ class DataConfig(settings.Section):
 
     def __post_init__(self):
         super().__post_init__()
-        settings.check_that(not 0 < self.crop_scale < 1,
-                            f"--crop_scale={self.crop_scale}: 0 (stored pixels) or >= 1")
-        settings.check_that(not self.eval_scale or views_lib.scaled_side(
-            self.image_size, self.eval_scale) > self.image_size,
-            f"--eval_scale={self.eval_scale}: 0 (one size) or above 1 (a larger view)")
-        settings.check_that(not (self.eval_scale and self.eval_crops),
-                            f"--eval_scale={self.eval_scale} and --eval_crops cannot be "
-                            "combined: choose multi-scale or crops (--eval_scale=0, one "
-                            "size, for crops)")
+        try:
+            self.views  # Its checks are the checks across these settings.
+        except ValueError as e:
+            raise settings.ConfigError(str(e)) from None
 
     @property
     def views(self) -> views_lib.Views:

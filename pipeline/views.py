@@ -49,15 +49,18 @@ class Views:
     scale: float = 0.0  # Multi-scale: the whole painting also at scale x image_size; 0: off.
 
     def __post_init__(self):
+        # The messages name the flags too: `DataConfig` makes its views here, and these
+        # checks are its checks (as ConfigError).
         if not 0 <= self.crops <= MAX_CROPS:
-            raise ValueError(f"crops must be in [0, {MAX_CROPS}], got {self.crops}")
+            raise ValueError(f"crops (--eval_crops) must be in [0, {MAX_CROPS}], got {self.crops}")
         if self.crop_scale and self.crop_scale < 1.0:
-            raise ValueError(f"crop_scale must be 0 (stored pixels) or >= 1, got {self.crop_scale}")
+            raise ValueError(f"--crop_scale={self.crop_scale}: 0 (stored pixels) or >= 1")
         if self.scale and scaled_side(self.image_size, self.scale) <= self.image_size:
-            raise ValueError(f"scale must be 0 (one size) or make a side above {self.image_size} "
-                             f"px, got {self.scale}")
+            raise ValueError(f"--eval_scale={self.scale}: 0 (one size) or above 1 (a view "
+                             f"larger than {self.image_size} px)")
         if self.scale and self.crops:
-            raise ValueError("multi-scale views (scale) and crops cannot be combined")
+            raise ValueError(f"--eval_scale={self.scale} and --eval_crops cannot be combined: "
+                             "choose multi-scale or crops (--eval_scale=0, one size, for crops)")
 
     @property
     def size(self) -> int:

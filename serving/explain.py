@@ -67,13 +67,10 @@ def forward(explainer: keras.Model, images: tf.Tensor) -> tuple[tf.Tensor, tf.Te
     """Float images [B, S, S, 3] (or views [B, V, S, S, 3]) -> (logits [B, C], normalised
     embeddings [B, D]) from one pass; with views, their combined logits and the mean
     direction of their embeddings (`serving.multiview`, multi-scale views included)."""
-    flat, views = multiview.passes(images, multiview.model_size(explainer))
-    outputs = [explainer(x, training=False) for x in flat]
-    count = views * len(flat)
-    logits = multiview.join([logits for _, _, logits in outputs], views)
-    embeddings = multiview.join([normalized_embeddings(e) for _, e, _ in outputs], views)
-    return (multiview.combine_logits(logits, count),
-            multiview.combine_embeddings(embeddings, count))
+    outputs, views = multiview.run(explainer, images)
+    return (multiview.combine_logits([logits for _, _, logits in outputs], views),
+            multiview.combine_embeddings([normalized_embeddings(e) for _, e, _ in outputs],
+                                         views))
 
 
 def embed(explainer: keras.Model, images: tf.Tensor) -> tf.Tensor:
@@ -95,22 +92,20 @@ def analyze(explainer: keras.Model, images: tf.Tensor, artist_ids: tf.Tensor | N
     whole-painting view (a map over crops would not line up with the painting; with
     multi-scale views, the one at the model's own size).
     """
-    flat, views = multiview.passes(images, multiview.model_size(explainer))
-    count = views * len(flat)
     with tf.GradientTape() as tape:
-        outputs = [explainer(x, training=False) for x in flat]
+        outputs, views = multiview.run(explainer, images)
         feature_maps = outputs[0][0]  # The pass at the model's own size.
         view_logits = [tf.cast(logits, tf.float32) for _, _, logits in outputs]
-        logits = multiview.combine_logits(multiview.join(view_logits, views), count)
+        logits = multiview.combine_logits(view_logits, views)
         if artist_ids is None:
             artist_ids = tf.argmax(logits, axis=-1, output_type=tf.int32)
         chosen = tf.gather(multiview.whole_views(view_logits[0], views), artist_ids, axis=1,
                            batch_dims=1)
     gradients = tape.gradient(chosen, feature_maps)
-    embeddings = multiview.join([normalized_embeddings(e) for _, e, _ in outputs], views)
     return {
         "logits": logits,
-        "embeddings": multiview.combine_embeddings(embeddings, count),
+        "embeddings": multiview.combine_embeddings(
+            [normalized_embeddings(e) for _, e, _ in outputs], views),
         "heatmaps": grad_cam(multiview.whole_views(feature_maps, views),
                              multiview.whole_views(gradients, views)),
         "explained_ids": artist_ids,

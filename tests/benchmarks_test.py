@@ -291,3 +291,42 @@ def test_multi_worker_bench(tiny_data_dir, tmp_path):
     assert figures["two_workers_over_one"] == pytest.approx(
         figures["images_per_s"]["loop x2"] / figures["images_per_s"]["loop x1"], rel=0.02)
     assert "loop_over_fit" not in figures  # Only ratios of cases that ran.
+
+
+def test_calibration_pool(tmp_path):
+    import numpy as np
+
+    from trainer import calibration, report
+
+    rng = np.random.default_rng(0)
+    paths, parts = [], []
+    for n, classes in ((120, 5), (200, 8)):  # Two runs' test splits, other artists.
+        probabilities = calibration.softmax(rng.normal(0, 2, (n, classes)))
+        labels = rng.integers(0, classes, n)
+        metrics = report.confidence_metrics(labels, probabilities, temperature=1.0,
+                                            min_confidence=0.5)
+        paths.append(tmp_path / f"report_{n}.json")
+        paths[-1].write_text(json.dumps(metrics))
+        parts.append((probabilities, labels))
+        assert metrics["calibration"]["ece"] == pytest.approx(
+            calibration.expected_calibration_error(probabilities, labels))
+    result = last_json("calibration_pool.py", f"--reports={paths[0]},{paths[1]}")
+    # The pooled ECE is that of all 320 answers: their top probabilities and right or wrong.
+    confidence = np.concatenate([p.max(axis=1) for p, _ in parts])
+    right = np.concatenate([p.argmax(axis=1) == y for p, y in parts])
+    index = calibration.bin_index(confidence, calibration.ECE_BINS)
+    direct = sum(abs(right[index == b].sum() - confidence[index == b].sum())
+                 for b in range(calibration.ECE_BINS)) / len(right)
+    assert result["pooled"]["paintings"] == 320
+    assert result["pooled"]["ece"] == pytest.approx(direct, abs=1e-6)
+    assert result["pooled"]["accuracy"] == pytest.approx(right.mean(), abs=1e-6)
+    assert result["reports"][str(paths[0])]["ece"] == pytest.approx(
+        calibration.expected_calibration_error(*parts[0]), abs=1e-6)
+    assert result["pooled"]["ece_floor"] < result["reports"][str(paths[0])]["ece_floor"]
+    # A report from before the totals were kept: what to do, not a traceback.
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"calibration": {"ece": 0.1}}))
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "calibration_pool.py"),
+                          f"--reports={old}"], env=ENV, cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode != 0 and "no calibration bin totals" in run.stderr
+    assert "evaluate.py" in run.stderr and "Traceback" not in run.stderr

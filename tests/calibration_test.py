@@ -133,10 +133,36 @@ def test_ece_noise_floor_is_what_a_calibrated_model_shows_and_shrinks_with_the_s
 
     small = [calibrated_split(256) for _ in range(40)]
     measured = np.mean([calibration.expected_calibration_error(p, y) for p, y in small])
-    floor, sd = calibration.ece_noise_floor(small[0][0])
+    def floor_of(probabilities):
+        return calibration.ece_noise_floor(calibration.bin_totals(probabilities, 0))
+
+    floor, sd = floor_of(small[0][0])
     assert 0.03 < floor < 0.15 and sd > 0
     assert measured == pytest.approx(floor, rel=0.25)
-    large_floor, _ = calibration.ece_noise_floor(calibrated_split(256 * 16)[0])
+    large_floor, _ = floor_of(calibrated_split(256 * 16)[0])
     assert large_floor == pytest.approx(floor / 4, rel=0.35)
     # Deterministic: the same confidences give the same floor.
-    assert calibration.ece_noise_floor(small[0][0]) == (floor, sd)
+    assert floor_of(small[0][0]) == (floor, sd)
+
+
+def test_bin_totals_add_up_across_splits_to_the_pooled_ece():
+    rng = np.random.default_rng(3)
+    parts = []
+    for n, classes in ((200, 12), (300, 15)):  # Two runs, other artists.
+        probabilities = calibration.softmax(rng.normal(0, 3, (n, classes)))
+        parts.append((probabilities, rng.integers(0, classes, n)))
+    totals = [calibration.bin_totals(p, y) for p, y in parts]
+    pooled = {name: totals[0][name] + totals[1][name] for name in totals[0]}
+    # The ECE of the pooled answers, top probability and right or wrong, counted directly.
+    confidence = np.concatenate([p.max(axis=1) for p, _ in parts])
+    right = np.concatenate([p.argmax(axis=1) == y for p, y in parts])
+    index = calibration.bin_index(confidence, calibration.ECE_BINS)
+    direct = sum(abs(right[index == b].sum() - confidence[index == b].sum())
+                 for b in range(calibration.ECE_BINS)) / len(right)
+    assert calibration.ece_of_totals(pooled) == pytest.approx(direct)
+    assert calibration.ece_of_totals(totals[0]) == pytest.approx(
+        calibration.expected_calibration_error(*parts[0]))
+    # Pooling shrinks the floor about as 1/sqrt(paintings).
+    floor_0, _ = calibration.ece_noise_floor(totals[0])
+    floor_pooled, _ = calibration.ece_noise_floor(pooled)
+    assert floor_pooled < floor_0 * 0.85

@@ -59,49 +59,57 @@ def bin_index(confidence: np.ndarray, bins: int) -> np.ndarray:
     return np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
 
 
-def reliability(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS
-                ) -> dict[str, np.ndarray]:
-    """Per equal-width confidence bin: count, mean confidence, accuracy (NaN when empty)."""
+def bin_totals(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS
+               ) -> dict[str, np.ndarray]:
+    """Per equal-width confidence bin: paintings, their summed top probability, and right
+    answers. All an ECE needs, and they add up across splits or runs (report.json keeps
+    them; `benchmarks/calibration_pool.py` pools them)."""
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == np.asarray(labels)
     index = bin_index(confidence, bins)
-    count = np.bincount(index, minlength=bins)
+    return {"count": np.bincount(index, minlength=bins),
+            "confidence": np.bincount(index, confidence, bins),
+            "right": np.bincount(index, correct.astype(float), bins)}
+
+
+def reliability(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS
+                ) -> dict[str, np.ndarray]:
+    """Per equal-width confidence bin: count, mean confidence, accuracy (NaN when empty)."""
+    totals = bin_totals(probabilities, labels, bins)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean_confidence = np.bincount(index, confidence, bins) / count
-        accuracy = np.bincount(index, correct.astype(float), bins) / count
-    return {"count": count, "confidence": mean_confidence, "accuracy": accuracy}
+        return {"count": totals["count"], "confidence": totals["confidence"] / totals["count"],
+                "accuracy": totals["right"] / totals["count"]}
+
+
+def ece_of_totals(totals: dict) -> float:
+    """sum over bins of (bin share) x |accuracy - mean confidence|, from `bin_totals`."""
+    gaps = np.abs(np.asarray(totals["right"], float) - np.asarray(totals["confidence"], float))
+    return float(gaps.sum() / max(int(np.sum(totals["count"])), 1))
 
 
 def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray,
                                bins: int = ECE_BINS) -> float:
     """sum over bins of (bin share) x |accuracy - mean confidence|."""
-    table = reliability(probabilities, labels, bins)
-    filled = table["count"] > 0
-    gaps = np.abs(table["accuracy"][filled] - table["confidence"][filled])
-    return float((table["count"][filled] * gaps).sum() / max(len(labels), 1))
+    return ece_of_totals(bin_totals(probabilities, labels, bins))
 
 
-def ece_noise_floor(probabilities: np.ndarray, bins: int = ECE_BINS, *, draws: int = 200,
-                    seed: int = 0) -> tuple[float, float]:
+def ece_noise_floor(totals: dict, *, draws: int = 200, seed: int = 0) -> tuple[float, float]:
     """(mean, standard deviation) of the ECE a perfectly calibrated model would show with
-    these confidences on this many paintings: each answer right with probability equal
-    to its confidence, `draws` times.
+    these bins' confidences (`bin_totals`: counts and summed confidence) on this many
+    paintings: each bin's right answers drawn binomially at its mean confidence, `draws`
+    times.
 
     ECE is biased upwards on small splits (each bin's accuracy is a noisy
     estimate): on a few hundred paintings the floor is a few points, so an ECE
     near it is as calibrated as the split can tell.
     """
-    confidence = probabilities.max(axis=1)
-    index = bin_index(confidence, bins)
-    confidence_sum = np.bincount(index, confidence, bins)
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(draws):
-        correct = rng.random(len(confidence)) < confidence
-        right = np.bincount(index, correct.astype(float), bins)
-        # = sum over bins of (bin share) x |accuracy - mean confidence|.
-        values.append(np.abs(right - confidence_sum).sum() / max(len(confidence), 1))
-    return float(np.mean(values)), float(np.std(values))
+    count = np.asarray(totals["count"], np.int64)
+    confidence = np.asarray(totals["confidence"], float)
+    mean = np.divide(confidence, count, out=np.zeros(len(count)), where=count > 0)
+    right = np.random.default_rng(seed).binomial(count, np.clip(mean, 0.0, 1.0),
+                                                  size=(draws, len(count)))
+    values = np.abs(right - confidence).sum(axis=1) / max(int(count.sum()), 1)
+    return float(values.mean()), float(values.std())
 
 
 def accuracy_coverage(probabilities: np.ndarray, labels: np.ndarray

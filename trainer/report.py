@@ -61,14 +61,17 @@ def confidence_metrics(labels: np.ndarray, probabilities: np.ndarray, *, tempera
     before = calibration.uncalibrated(probabilities, temperature)
     kept = ~unknown_or_below(probabilities, min_confidence, unknown)
     right = probabilities.argmax(axis=1) == labels
-    floor, floor_sd = calibration.ece_noise_floor(probabilities)
+    totals = calibration.bin_totals(probabilities, labels)
+    floor, floor_sd = calibration.ece_noise_floor(totals)
     return {
         "calibration": {
             "temperature": temperature, "bins": calibration.ECE_BINS,
             "ece_before": calibration.expected_calibration_error(before, labels),
-            "ece": calibration.expected_calibration_error(probabilities, labels),
+            "ece": calibration.ece_of_totals(totals),
             # What a perfectly calibrated model would show on this split, for scale.
             "ece_floor": floor, "ece_floor_sd": floor_sd,
+            # What pools with other splits' (benchmarks/calibration_pool.py).
+            "bin_totals": {name: values.tolist() for name, values in totals.items()},
             "nll_before": calibration.negative_log_likelihood(before, labels),
             "nll": calibration.negative_log_likelihood(probabilities, labels),
         },

@@ -320,7 +320,8 @@ def headline_metrics(test: dict) -> dict:
         **{f"test_{k}": v for k, v in test.items() if k.startswith("top")},
         **{f"test_{k}": v for k, v in test.get("nearest_neighbours", {}).items()
            if k.endswith("accuracy")},
-        **{f"test_{k}": v for k, v in test["calibration"].items() if k != "bins"},
+        **{f"test_{k}": v for k, v in test["calibration"].items()
+           if k not in ("bins", "bin_totals")},
         **{f"test_{k}": v for k, v in test["abstention"].items()},
     }
 

@@ -62,6 +62,8 @@ from absl import app, flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from benchmarks import json_result  # noqa: E402  Once the project's root is on the path.
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "Exported SavedModel directory (WORKDIR/saved_model).")
 flags.DEFINE_string("images", None, "Folder (searched recursively) or glob of images to send; "
@@ -564,10 +566,7 @@ def main(argv):
               "rounds": FLAGS.rounds, "requests_per_client": FLAGS.requests_per_client,
               "rows": rows, "ratios": ratio_rows, "targets": target_rows,
               "signature_costs": costs}
-    if FLAGS.json_out:
-        with open(FLAGS.json_out, "w") as f:
-            json.dump(result, f, indent=1)
-    print(json.dumps(result))
+    json_result.emit(result, FLAGS.json_out)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,9 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from trainer import calibration  # noqa: E402  Once the project's root is on the path.
+# The project's modules, once its root is on the path (E402).
+from benchmarks import json_result  # noqa: E402
+from trainer import calibration  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("reports", None, "report.json files written by train.py or evaluate.py.")
@@ -74,10 +76,7 @@ def main(argv):
         print(f"{path}: {row['paintings']} paintings, accuracy {row['accuracy']:.1%}, ECE "
               f"{row['ece']:.3f} (a perfectly calibrated model: {row['ece_floor']:.3f} ± "
               f"{row['ece_floor_sd']:.3f})")
-    if FLAGS.json_out:
-        with open(FLAGS.json_out, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
-    print(json.dumps(result))
+    json_result.emit(result, FLAGS.json_out)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ from absl import app, flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from benchmarks import json_result  # noqa: E402  Once the project's root is on the path.
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "TFDS data directory holding --dataset.")
 flags.DEFINE_string("dataset", "best_artworks/all", "Dataset to train on.")
@@ -121,11 +123,7 @@ def main(argv):
         print(f"{case:<17}{median[case]:>10.1f}")
     print("    ".join(f"{RATIOS[name][0]} / {RATIOS[name][1]}: {value:.3f}"
                        for name, value in ratios.items()), "(two workers: 2.0 is perfect scaling)")
-    line = json.dumps(summary)
-    if FLAGS.json_out:
-        with open(FLAGS.json_out, "w", encoding="utf-8") as f:
-            f.write(line + "\n")
-    print(line)
+    json_result.emit(summary, FLAGS.json_out)
 
 
 if __name__ == "__main__":

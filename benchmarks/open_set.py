@@ -51,6 +51,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import configs  # noqa: E402
 import pipeline  # noqa: E402
 from artist_tfds.best_artworks import images, layout, naming  # noqa: E402
+from benchmarks import json_result  # noqa: E402
 from benchmarks import recipe_compare  # noqa: E402  For build_dataset and claim.
 from serving import gallery as gallery_lib  # noqa: E402
 from tools import memory  # noqa: E402
@@ -395,10 +396,7 @@ def main(argv):
                         known_reject=FLAGS.known_reject)}
     result["targets"] = targets(result)
     print_table(result)
-    if FLAGS.json_out:
-        with open(FLAGS.json_out, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
-    print(json.dumps(result))
+    json_result.emit(result, FLAGS.json_out)
 
 
 if __name__ == "__main__":

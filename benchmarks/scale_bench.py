@@ -35,6 +35,8 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks import json_result  # noqa: E402  Once the project's root is on the path.
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("source_dir", None, "Paintings sorted by artist, to crop from.")
 flags.DEFINE_string("workdir", None, "Where the folders, datasets and results go (reused).")
@@ -219,10 +221,7 @@ def main(argv):
     plot(results, fits, plot_path)
     summary = {"sizes": sizes, "results": results, "fits": fits, "rss_growth": rss_growth,
                "targets": targets, "plot": plot_path}
-    if FLAGS.json_out:
-        with open(FLAGS.json_out, "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=1)
-    print(json.dumps(summary))
+    json_result.emit(summary, FLAGS.json_out)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ for all of them, on the same kept weights (RUN/checkpoints/best.weights.h5) and 
 Prints a table; the last line is one JSON object {variant: {...}} (also `--json_out`).
 """
 
-import json
 import os
 import statistics
 import sys
@@ -41,6 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # The project's modules, once its root is on the path (E402).
 import pipeline  # noqa: E402
+from benchmarks import json_result  # noqa: E402
 from tools import memory  # noqa: E402
 from trainer import calibration, evaluation, report, train_lib  # noqa: E402
 from trainer import callbacks as callbacks_lib  # noqa: E402
@@ -178,10 +178,7 @@ def main(argv):
         print(f"{name:<{width}}{f['views']:>6}{f['test_accuracy']:>8.3f}{f['macro_f1']:>7.3f}"
               f"{f['ece']:>7.3f}{f['nll']:>7.3f}{f['cpu_ms_per_painting']:>7.1f}"
               f"{f['cost_ratio']:>6.2f}")
-    if FLAGS.json_out:
-        with open(FLAGS.json_out, "w", encoding="utf-8") as out:
-            json.dump(results, out, indent=2)
-    print(json.dumps(results))
+    json_result.emit(results, FLAGS.json_out)
 
 
 if __name__ == "__main__":

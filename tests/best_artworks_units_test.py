@@ -333,6 +333,33 @@ def test_unfillable_split_is_reported():
     assert moves == [] and {u["split"] for u in unmet} == set(splits.SPLITS) - set(split_of.values())
 
 
+def test_folds_test_every_image_once():
+    shas = [_sha(f"f{i}") for i in range(3000)]
+    tested = [{sha for sha in shas if splits.hash_split(sha, fold) == "test"}
+              for fold in range(splits.FOLDS)]
+    assert splits.FOLDS == 10
+    assert sum(len(t) for t in tested) == len(shas) and set().union(*tested) == set(shas)
+    assert all(250 < len(t) < 350 for t in tested)
+    # Fold 0 is the rule itself; fold k's test is the slice k tenths below the top.
+    assert all(splits.hash_split(sha, 0) == splits.hash_split(sha) for sha in shas)
+    u_0898 = "e6" + "0" * 62  # 0xe6 / 256 = 0.898
+    assert [splits.hash_split(u_0898, fold) for fold in (0, 1, 2)] == [
+        "validation", "test", "train"]  # 0.898, 0.998, then 1.098 wraps to 0.098.
+    assert splits.hash_split("0" * 64, 9) == "test"  # 0.0 + 0.9
+    for bad in (-1, 10, 1.5):
+        with pytest.raises(ValueError, match="split fold must be an integer in 0..9"):
+            splits.hash_fraction(shas[0], bad)
+
+
+def test_guarantee_holds_in_every_fold():
+    items = _items("a", 3) + _items("b", 4) + _items("d", 5)
+    for fold in range(splits.FOLDS):
+        split_of, _, unmet = splits.assign(items, fold)
+        assert unmet == []
+        for artist in "abd":
+            assert {split_of[i.key] for i in items if i.artist == artist} == set(splits.SPLITS)
+
+
 # --- shards ------------------------------------------------------------------
 
 @pytest.mark.parametrize("total_size, num_examples, expected", [

@@ -76,8 +76,8 @@ def _outcome(record) -> images.Outcome:
     return record[1]
 
 
-def _plan(outcomes, catalog: catalog_lib.Catalog, info: dict) -> plan_lib.Plan:
-    return plan_lib.make_plan(catalog, outcomes, info=info)
+def _plan(outcomes, catalog: catalog_lib.Catalog, info: dict, fold: int) -> plan_lib.Plan:
+    return plan_lib.make_plan(catalog, outcomes, info=info, fold=fold)
 
 
 def _write_report(plan: plan_lib.Plan, path: str) -> None:
@@ -98,9 +98,10 @@ class SharedBuild:
     """
 
     def __init__(self, catalog: catalog_lib.Catalog, *, stored: images.StoredSize,
-                 info: dict, report_path: str):
+                 info: dict, report_path: str, fold: int = 0):
         self._catalog = catalog
         self._stored = stored
+        self._fold = fold
         self._info = info
         self._report_path = report_path
         self._built = {}
@@ -119,7 +120,8 @@ class SharedBuild:
                 records
                 | "Outcomes" >> beam.Map(_outcome)
                 | "AllOutcomes" >> beam.combiners.ToList()
-                | "Plan" >> beam.Map(_plan, catalog=self._catalog, info=self._info)
+                | "Plan" >> beam.Map(_plan, catalog=self._catalog, info=self._info,
+                                    fold=self._fold)
             )
             _ = plan | "WriteReport" >> beam.Map(_write_report, path=self._report_path)
             self._built[id(pipeline)] = (records, plan)

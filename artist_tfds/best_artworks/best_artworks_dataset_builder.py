@@ -4,6 +4,7 @@ from collections.abc import Iterator
 import contextlib
 import dataclasses
 import functools
+import re
 
 from absl import logging
 from etils import epath
@@ -38,15 +39,18 @@ KAGGLE_URL = "https://www.kaggle.com/datasets/ikarus777/best-artworks-of-all-tim
 # Spilled or not, the stored order is the same: TFDS sorts by the key's hash
 # either way, and which split a painting goes to is decided before (splits.py).
 SHUFFLE_MEMORY = 64 << 20
+_FOLD_NAME = re.compile(r"(?P<base>.+)_fold(?P<fold>[0-9]+)")
+_FOLD_CONFIGS: dict[str, "BestArtworksConfig"] = {}
 
 
 @dataclasses.dataclass(eq=False)
 class BestArtworksConfig(tfds.core.BuilderConfig):
-    """Which artists become classes, and the size images are stored at."""
+    """Which artists become classes, the size images are stored at, and the split fold."""
 
     top_artists: int | None = None  # None: every artist.
     short_side: int | None = STORED_SHORT_SIDE  # None: keep the source resolution.
     long_side: int | None = STORED_LONG_SIDE
+    split_fold: int = 0  # See splits.py: 1..9 rotate which paintings are tested.
 
     @property
     def stored_size(self) -> images.StoredSize:
@@ -114,6 +118,28 @@ build_report.json next to the built dataset.
     ]
     DEFAULT_BUILDER_CONFIG_NAME = "all"
 
+    @classmethod
+    def get_builder_config(cls, name: str, version=None) -> BestArtworksConfig | None:
+        """Also `<config>_fold<k>`: that config with split fold k (1..9), for cross-validation.
+
+        Not listed in BUILDER_CONFIGS, so a `tfds build` without `--config`
+        does not build all ten folds of every config; built by name like any.
+        """
+        if config := super().get_builder_config(name, version):
+            return config
+        match = _FOLD_NAME.fullmatch(name)
+        base = match and super().get_builder_config(match["base"], version)
+        if not base or not 1 <= int(match["fold"]) < splits.FOLDS:
+            return None
+        if name not in _FOLD_CONFIGS:  # One object per name, as TFDS compares them by identity.
+            fold = int(match["fold"])
+            _FOLD_CONFIGS[name] = dataclasses.replace(
+                base, name=name, split_fold=fold,
+                description=f"{base.description} Split fold {fold}: hash fractions rotated by "
+                            f"{fold}/{splits.FOLDS}, so its test split is disjoint from other "
+                            "folds'.")
+        return _FOLD_CONFIGS[name]
+
     def _info(self) -> tfds.core.DatasetInfo:
         # The artists are known only once manual_dir is scanned, so `label`
         # starts without names (this overrides the shared schema's entry) and
@@ -169,6 +195,7 @@ build_report.json next to the built dataset.
             "stored_size": dataclasses.asdict(config.stored_size),
             "top_artists": config.top_artists,
             "split_fractions": dict(zip(splits.SPLITS, splits.FRACTIONS)),
+            "split_fold": config.split_fold,
         }
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
@@ -188,7 +215,8 @@ build_report.json next to the built dataset.
         catalog = self._catalog(scan, [inspection for inspection, _ in results])
         candidates = {c.key for c in catalog.candidates}
         outcomes = [outcome for _, outcome in results if outcome.key in candidates]
-        plan = plan_lib.make_plan(catalog, outcomes, info=info)
+        plan = plan_lib.make_plan(catalog, outcomes, info=info,
+                                  fold=self.builder_config.split_fold)
         report.write(plan.report, report_path)
         return {
             split: self._generate_examples(catalog.candidates, plan.split_of, split, spill)
@@ -203,7 +231,8 @@ build_report.json next to the built dataset.
             [functools.partial(images.inspect_file, f.path) for f in scan.files])
         catalog = self._catalog(scan, inspections)
         shared = beam_steps.SharedBuild(
-            catalog, stored=self.builder_config.stored_size, info=info, report_path=report_path)
+            catalog, stored=self.builder_config.stored_size, info=info, report_path=report_path,
+            fold=self.builder_config.split_fold)
         return {split: shared.split(split) for split in splits.SPLITS}
 
     def _generate_examples(

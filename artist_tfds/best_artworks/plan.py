@@ -17,7 +17,7 @@ class Plan:
 
 
 def make_plan(
-    catalog: catalog_lib.Catalog, outcomes: list[images.Outcome], *, info: dict
+    catalog: catalog_lib.Catalog, outcomes: list[images.Outcome], *, info: dict, fold: int = 0
 ) -> Plan:
     """The same plan from the same outcomes, whatever order they arrive in (Beam)."""
     outcomes = sorted(outcomes, key=lambda o: o.key)
@@ -28,5 +28,5 @@ def make_plan(
         raise catalog_lib.no_valid_images_error(
             info["manual_dir"], list(catalog.skipped) + decode_skips)
     items = [splits.Item(c.key, c.artist.name, c.sha256, movable=not c.shared) for c in stored]
-    split_of, moves, unmet = splits.assign(items)
+    split_of, moves, unmet = splits.assign(items, fold)
     return Plan(split_of, report.build(catalog, outcomes, split_of, moves, unmet, info))

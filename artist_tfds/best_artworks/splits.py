@@ -13,6 +13,12 @@ The trade-off: only in such an artist can adding or removing an image move
 one other image (the one the guarantee moved), and the report lists every
 such move. Copies filed under two artists are never moved, so they stay in
 one split together.
+
+Folds, for cross-validation: fold k rotates u by k / FOLDS before the rule,
+u_k = (u + k / FOLDS) mod 1. Fold 0 is the rule above. As the test fraction is
+1 / FOLDS, the test splits of folds 0..FOLDS-1 are disjoint and together hold
+every image (but for the guarantee's moves), so FOLDS runs are tested on
+every painting once.
 """
 
 import collections
@@ -21,6 +27,7 @@ import dataclasses
 SPLITS = ("train", "validation", "test")
 FRACTIONS = (0.8, 0.1, 0.1)
 MIN_IMAGES_FOR_ALL_SPLITS = 3
+FOLDS = round(1 / FRACTIONS[-1])
 _HASH_BITS = 64
 
 
@@ -46,13 +53,20 @@ class Item:
     movable: bool = True  # False for bytes also filed under another artist.
 
 
-def hash_fraction(sha256: str) -> float:
-    """u in [0, 1) from the first 64 bits of a hex sha256."""
-    return int(sha256[: _HASH_BITS // 4], 16) / 2**_HASH_BITS
+def check_fold(fold: int) -> int:
+    if not (isinstance(fold, int) and 0 <= fold < FOLDS):
+        raise ValueError(f"split fold must be an integer in 0..{FOLDS - 1}, not {fold!r}")
+    return fold
 
 
-def hash_split(sha256: str) -> str:
-    u = hash_fraction(sha256)
+def hash_fraction(sha256: str, fold: int = 0) -> float:
+    """u in [0, 1) from the first 64 bits of a hex sha256, rotated for `fold`."""
+    rotated = int(sha256[: _HASH_BITS // 4], 16) + check_fold(fold) * 2**_HASH_BITS // FOLDS
+    return rotated % 2**_HASH_BITS / 2**_HASH_BITS
+
+
+def hash_split(sha256: str, fold: int = 0) -> str:
+    u = hash_fraction(sha256, fold)
     for split in SPLITS:
         if u < INTERVALS[split][1]:
             return split
@@ -64,7 +78,8 @@ def _distance(u: float, split: str) -> float:
     return 0.0 if low <= u < high else min(abs(u - low), abs(u - high))
 
 
-def _fill_empty_splits(items: list[Item], split_of: dict[str, str]) -> tuple[list[dict], list[dict]]:
+def _fill_empty_splits(items: list[Item], split_of: dict[str, str], fold: int
+                       ) -> tuple[list[dict], list[dict]]:
     moves, unmet = [], []
     for target in SPLITS:
         sizes = collections.Counter(split_of[item.key] for item in items)
@@ -74,16 +89,16 @@ def _fill_empty_splits(items: list[Item], split_of: dict[str, str]) -> tuple[lis
         if not candidates:
             unmet.append({"artist": items[0].artist, "split": target})
             continue
-        best = min(candidates, key=lambda i: (_distance(hash_fraction(i.sha256), target), i.key))
+        best = min(candidates, key=lambda i: (_distance(hash_fraction(i.sha256, fold), target), i.key))
         moves.append({"artist": best.artist, "file": best.key,
                       "from": split_of[best.key], "to": target})
         split_of[best.key] = target
     return moves, unmet
 
 
-def assign(items: list[Item]) -> tuple[dict[str, str], list[dict], list[dict]]:
+def assign(items: list[Item], fold: int = 0) -> tuple[dict[str, str], list[dict], list[dict]]:
     """`{key: split}`, the guarantee's moves, and splits it could not fill."""
-    split_of = {item.key: hash_split(item.sha256) for item in items}
+    split_of = {item.key: hash_split(item.sha256, fold) for item in items}
     by_artist = collections.defaultdict(list)
     for item in sorted(items, key=lambda i: i.key):
         by_artist[item.artist].append(item)
@@ -91,7 +106,7 @@ def assign(items: list[Item]) -> tuple[dict[str, str], list[dict], list[dict]]:
     for artist in sorted(by_artist):
         group = by_artist[artist]
         if len(group) >= MIN_IMAGES_FOR_ALL_SPLITS:
-            artist_moves, artist_unmet = _fill_empty_splits(group, split_of)
+            artist_moves, artist_unmet = _fill_empty_splits(group, split_of, fold)
             moves += artist_moves
             unmet += artist_unmet
     return split_of, moves, unmet

@@ -89,7 +89,8 @@ def _fill_empty_splits(items: list[Item], split_of: dict[str, str], fold: int
         if not candidates:
             unmet.append({"artist": items[0].artist, "split": target})
             continue
-        best = min(candidates, key=lambda i: (_distance(hash_fraction(i.sha256, fold), target), i.key))
+        best = min(candidates,
+                   key=lambda i: (_distance(hash_fraction(i.sha256, fold), target), i.key))
         moves.append({"artist": best.artist, "file": best.key,
                       "from": split_of[best.key], "to": target})
         split_of[best.key] = target

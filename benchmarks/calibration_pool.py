@@ -10,9 +10,12 @@ keeps its split's per-bin totals (paintings, summed top probability, right
 answers), and totals add up: this prints each report's ECE and floor, then the
 ECE of all their paintings together against the floor of that many paintings
 (binomial draws at each bin's mean confidence, `trainer/calibration.py`). Pool
-runs on different paintings (other collections, other held-out artists' draws
-of `benchmarks/open_set.py`): the floor assumes independent answers, and the
-same test paintings under several models are not.
+runs tested on different paintings: the floor assumes independent answers, and
+the same test paintings under several models are not. The split folds of
+`best_artworks` give exactly that on one collection: the runs of
+`--dataset=best_artworks/all`, `all_fold1`, ..., `all_fold9` are each tested on
+a tenth of its paintings, no painting twice (the open-set draws of
+`benchmarks/open_set.py` are not: their known artists' test paintings overlap).
 The last line is one JSON object (also `--json_out`).
 """
 

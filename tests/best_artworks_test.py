@@ -334,8 +334,9 @@ def test_fold_config_tests_other_paintings_and_reloads_by_name(medium, tmp_path)
     assert len(examples["test"]) >= 9  # 180 paintings, ~18 a split.
     reloaded = tfds.builder("best_artworks/all_fold3", data_dir=str(tmp_path))
     assert reloaded.info.splits["test"].num_examples == len(examples["test"])
-    with pytest.raises(ValueError, match="all_fold10 not found"):
-        tfds.builder("best_artworks/all_fold10", data_dir=str(tmp_path))
+    for name in ("all_fold10", "all_fold03", "all_fold0", "nope_fold1"):
+        with pytest.raises(ValueError, match=f"{name} not found"):
+            tfds.builder(f"best_artworks/{name}", data_dir=str(tmp_path))
 
 
 def test_beam_build_of_a_fold_equals_default_build(dummy, tmp_path):

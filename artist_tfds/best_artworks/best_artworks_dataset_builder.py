@@ -39,7 +39,7 @@ KAGGLE_URL = "https://www.kaggle.com/datasets/ikarus777/best-artworks-of-all-tim
 # Spilled or not, the stored order is the same: TFDS sorts by the key's hash
 # either way, and which split a painting goes to is decided before (splits.py).
 SHUFFLE_MEMORY = 64 << 20
-_FOLD_NAME = re.compile(r"(?P<base>.+)_fold(?P<fold>[0-9]+)")
+_FOLD_NAME = re.compile(r"(?P<base>.+)_fold(?P<fold>[1-9][0-9]*)")  # No "all_fold03" twin.
 _FOLD_CONFIGS: dict[str, "BestArtworksConfig"] = {}
 
 

@@ -398,6 +398,25 @@ def test_label_smoothing_gives_one_hot_labels_and_a_smoothed_loss(tiny_builder, 
     assert next(iter(train_lib.create_inputs(sparse, tiny_builder)[0]))[1].shape == (8,)
 
 
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_logit_norm_loss_is_the_cross_entropy_of_logits_scaled_to_one_over_tau(
+        tiny_data_dir, label_smoothing):
+    config = tiny_config(tiny_data_dir, logit_norm=0.5, label_smoothing=label_smoothing)
+    loss, _ = optim.create_loss_and_metrics(config, 3)
+    assert isinstance(loss, optim.LogitNormCrossentropy)
+    # As the training loop rebuilds it: per-example losses.
+    per_example = loss.__class__(**{**loss.get_config(), "reduction": None})
+    logits = np.array([[3.0, 4.0, 0.0], [0.0, 0.0, -2.0]], np.float32)  # Norms 5 and 2.
+    scaled = np.array([[1.2, 1.6, 0.0], [0.0, 0.0, -2.0]])  # logits / (0.5 x norm).
+    labels = np.array([1, 0])
+    target = np.full((2, 3), label_smoothing / 3) + (1 - label_smoothing) * np.eye(3)[labels]
+    expected = -np.sum(target * (scaled - np.log(np.exp(scaled).sum(-1, keepdims=True))), -1)
+    given = np.eye(3, dtype=np.float32)[labels] if label_smoothing else labels
+    np.testing.assert_allclose(per_example(given, logits), expected, rtol=1e-5)
+    # Growing the logits no longer changes the loss.
+    np.testing.assert_allclose(per_example(given, 10 * logits), expected, rtol=1e-5)
+
+
 def skewed_config(builder, **overrides):
     return tiny_config(str(builder.data_dir_root), dataset="skewed_paintings", batch_size=6,
                        image_size=16, **overrides)

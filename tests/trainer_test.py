@@ -13,6 +13,7 @@ import time
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import flags
 
@@ -136,7 +137,9 @@ def test_unknown_recipe():
 
 
 @pytest.mark.parametrize("name,options", [("seed_cnn", {}), ("resnet_small", {}),
-                                          ("resnet_small", {"pooling": "mean_std"})])
+                                          ("resnet_small", {"pooling": "mean_std"}),
+                                          ("seed_cnn", {"head": "cosine"}),
+                                          ("resnet_small", {"head": "cosine"})])
 def test_each_model_trains_a_step(name, options):  # backbone: see below.
     model = models.create_model(name, num_classes=4, image_size=48, **options)
     model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -155,6 +158,33 @@ def test_mean_std_pooling_gives_each_channels_mean_then_standard_deviation():
     pooled = keras.ops.convert_to_numpy(models.MeanStdPooling2D()(maps))
     np.testing.assert_allclose(pooled, [[1, 5, 0, 1, 0, 0], [0, 0, 3, 0, 0, 3.5 ** 0.5]],
                                atol=2e-3)
+
+
+def test_cosine_head_gives_16_times_the_cosine_and_saves_and_serves(tmp_path):
+    model = models.create_model("resnet_small", num_classes=3, image_size=32, head="cosine",
+                                widths=(8, 8, 8, 8))
+    head = model.get_layer("logits")
+    assert isinstance(head, models.CosineClassifier) and model.layers[-1] is head
+    kernel = np.array([[1.0, 0, -2], [0, 3, 0]] + [[0, 0, 0]] * 6, np.float32)
+    head.set_weights([kernel])
+    embeddings = np.zeros((2, 8), np.float32)
+    embeddings[0, :2] = [3, 4]  # cos to the columns: 0.6, 0.8, -0.6.
+    embeddings[1, :2] = [-10, 0]  # ...and -1, 0, 1.
+    expected = 16 * np.array([[0.6, 0.8, -0.6], [-1, 0, 1]])
+    np.testing.assert_allclose(head(embeddings), expected, rtol=1e-5)
+    np.testing.assert_allclose(head(7 * embeddings), expected, rtol=1e-5)  # Length: no say.
+    x = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
+    model.save(tmp_path / "cosine.keras")
+    np.testing.assert_allclose(keras.saving.load_model(tmp_path / "cosine.keras")(x),
+                               model(x), rtol=1e-5)
+    from serving import export
+    path = export.export_model(model, str(tmp_path / "saved"), artist_names=["a", "b", "c"],
+                               image_size=32, temperature=2.0)
+    served = tf.saved_model.load(path).signatures["serve_pixels"](
+        pixels=tf.constant((x * 255).round().astype(np.uint8)))
+    np.testing.assert_allclose(
+        served["probabilities"],
+        tf.nn.softmax(model(np.round(x * 255) / 255, training=False) / 2.0), atol=1e-5)
 
 
 def test_original_cnn_has_the_original_shape():

@@ -31,12 +31,48 @@ BACKBONES: dict[str, tuple[Callable[..., keras.Model], Callable | None]] = {
 BACKBONE_LAYER = "backbone"
 
 
-def _logits(x, num_classes: int):
+@keras.saving.register_keras_serializable(package="artist_id")
+class CosineClassifier(layers.Layer):
+    """Logits `scale` x the cosine similarity of the embedding to one learnt direction per
+    artist (a normalised softmax, Wang et al. 2017, "NormFace"): the embedding's length
+    cannot raise a confidence, only its direction, which the similarity scores of
+    `serving.gallery` also measure."""
+
+    def __init__(self, units: int, scale: float = 16.0, **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.scale = int(units), float(scale)
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(name="kernel", shape=(input_shape[-1], self.units),
+                                      initializer="glorot_uniform")
+
+    def call(self, embeddings):
+        embeddings = keras.ops.cast(embeddings, "float32")
+        directions = keras.ops.cast(self.kernel, "float32")
+        unit = embeddings / keras.ops.sqrt(
+            keras.ops.sum(keras.ops.square(embeddings), axis=-1, keepdims=True) + 1e-12)
+        columns = directions / keras.ops.sqrt(
+            keras.ops.sum(keras.ops.square(directions), axis=0, keepdims=True) + 1e-12)
+        return self.scale * keras.ops.matmul(unit, columns)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.units)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "scale": self.scale}
+
+
+HEADS = ("dense", "cosine")
+
+
+def _logits(x, num_classes: int, head: str = "dense"):
     # float32 logits even under mixed precision: softmax and loss stay stable.
+    if head == "cosine":
+        return CosineClassifier(num_classes, dtype="float32", name="logits")(x)
     return layers.Dense(num_classes, dtype="float32", name="logits")(x)
 
 
-def seed_cnn(*, num_classes: int, image_size: int, **_) -> keras.Model:
+def seed_cnn(*, num_classes: int, image_size: int, head: str = "dense", **_) -> keras.Model:
     """The original recipe's CNN, kept exactly, but with logits out.
 
     The original put a softmax on the last layer *and* trained with
@@ -50,7 +86,7 @@ def seed_cnn(*, num_classes: int, image_size: int, **_) -> keras.Model:
     x = layers.Dropout(0.2)(x)
     x = layers.Flatten()(x)
     x = layers.Dense(128, activation="relu")(x)
-    return keras.Model(inputs, _logits(x, num_classes), name="seed_cnn")
+    return keras.Model(inputs, _logits(x, num_classes, head), name="seed_cnn")
 
 
 def _conv_bn(x, filters: int, *, strides: int = 1, kernel: int = 3, activation: bool = True):
@@ -89,7 +125,7 @@ POOLINGS = {"avg": layers.GlobalAveragePooling2D, "mean_std": MeanStdPooling2D}
 
 def resnet_small(
     *, num_classes: int, image_size: int, dropout: float = 0.2, pooling: str = "avg",
-    widths: tuple[int, ...] = (24, 48, 96, 192), **_,
+    widths: tuple[int, ...] = (24, 48, 96, 192), head: str = "dense", **_,
 ) -> keras.Model:
     """A small residual network for paintings from scratch (~1.5 M parameters).
 
@@ -107,12 +143,12 @@ def resnet_small(
             x = _residual_block(x, filters, strides=1)
     x = POOLINGS[pooling]()(x)
     x = layers.Dropout(dropout)(x)
-    return keras.Model(inputs, _logits(x, num_classes), name="resnet_small")
+    return keras.Model(inputs, _logits(x, num_classes, head), name="resnet_small")
 
 
 def backbone_model(
     *, num_classes: int, image_size: int, backbone: str, weights: str = "none",
-    dropout: float = 0.2, **_,
+    dropout: float = 0.2, head: str = "dense", **_,
 ) -> keras.Model:
     """A backbone (layer named `backbone`) with a new head.
 
@@ -136,7 +172,7 @@ def backbone_model(
         x = layers.Lambda(preprocess, name="preprocess")(x)
     x = layers.GlobalAveragePooling2D(name="pool")(base(x))
     x = layers.Dropout(dropout)(x)
-    return keras.Model(inputs, _logits(x, num_classes), name=f"{backbone}_classifier")
+    return keras.Model(inputs, _logits(x, num_classes, head), name=f"{backbone}_classifier")
 
 
 MODELS: dict[str, Callable[..., keras.Model]] = {
@@ -166,6 +202,10 @@ class ModelConfig(settings.Section):
                            "(another collection's: every layer but the classifier is taken).")
     dropout: float = setting(0.2, "Dropout before the classifier (resnet_small, backbone).",
                              bounds=(0.0, 0.99))
+    head: str = setting(
+        "dense", "The classifier on the embedding: dense (a linear layer), or cosine (16 x "
+        "the cosine similarity to one learnt direction per artist: only the embedding's "
+        "direction decides, not its length).", choices=HEADS)
     pooling: str = setting(
         "avg", "resnet_small: how its last feature maps become the painting's embedding: avg "
         "(each channel's mean) or mean_std (its mean and standard deviation, the statistics "

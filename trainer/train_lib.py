@@ -91,7 +91,7 @@ def build_model(config: TrainConfig, num_classes: int) -> keras.Model:
         return models.create_model(
             model.name, num_classes=num_classes, image_size=config.data.image_size,
             backbone=model.backbone, weights=model.weights, dropout=model.dropout,
-            pooling=model.pooling)
+            pooling=model.pooling, head=model.head)
     except Exception as e:  # Offline imagenet download, or weights of another network.
         if model.weights != "none":
             target = model.backbone if model.name == "backbone" else model.name

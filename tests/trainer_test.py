@@ -41,18 +41,22 @@ def test_original_recipe_is_the_original():
 
 
 def test_default_recipe_is_the_declared_defaults():
-    # The declared defaults, plus multi-scale inference (the pipeline's default is one size).
-    assert configs.recipe_values("default") == {"eval_scale": 1.4}
-    assert configs.resolve("default", {}) == config_lib.TrainConfig().replace(eval_scale=1.4)
+    # The declared defaults, plus multi-scale inference (the pipeline's default is one size)
+    # and the cosine head (the declared one is dense, what runs before the setting had).
+    assert configs.recipe_values("default") == {"eval_scale": 1.4, "head": "cosine"}
+    assert configs.resolve("default", {}) == config_lib.TrainConfig().replace(eval_scale=1.4,
+                                                                             head="cosine")
     assert pipeline.DataConfig().eval_scale == 0.0
+    assert config_lib.TrainConfig().model.head == "dense"
     model = config_lib.TrainConfig().model
     assert (model.name, model.backbone, model.weights) == ("backbone", "efficientnet_lite0",
                                                            "imagenet")
     assert configs.resolve("finetune", {}) == config_lib.TrainConfig(recipe="finetune").replace(
-        eval_scale=1.4)
+        eval_scale=1.4, head="cosine")
     scratch = configs.resolve("scratch", {})
-    assert (scratch.model.name, scratch.model.weights, scratch.training.freeze_epochs) == (
-        "resnet_small", "none", 0)
+    assert (scratch.model.name, scratch.model.weights, scratch.training.freeze_epochs,
+            scratch.model.head) == ("resnet_small", "none", 0, "dense")
+    assert configs.resolve("original", {}).model.head == "dense"
 
 
 def test_flags_override_recipe_and_recipe_is_recorded():
@@ -64,10 +68,13 @@ def test_flags_override_recipe_and_recipe_is_recorded():
 
 
 def test_a_saved_config_without_a_newer_setting_keeps_what_it_meant():
-    # eval_scale came later, 1.4 in the default recipe; a config.json without it ran one size.
+    # eval_scale and head came later, 1.4 and cosine in the default recipe; a config.json
+    # without them ran one size with a dense head.
     document = configs.resolve("default", {"seed": 3}).to_dict()
     assert document["data"].pop("eval_scale") == 1.4
+    assert document["model"].pop("head") == "cosine"
     assert config_lib.from_dict(document).data.eval_scale == 0.0
+    assert config_lib.from_dict(document).model.head == "dense"
     assert config_lib.from_dict(document).run.seed == 3
     original = configs.resolve("original", {}).to_dict()
     del original["data"]["eval_scale"]

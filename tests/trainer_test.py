@@ -47,10 +47,9 @@ def test_default_recipe_is_the_declared_defaults():
     assert configs.resolve("default", {}) == config_lib.TrainConfig().replace(eval_scale=1.4,
                                                                              head="cosine")
     assert pipeline.DataConfig().eval_scale == 0.0
-    assert config_lib.TrainConfig().model.head == "dense"
     model = config_lib.TrainConfig().model
-    assert (model.name, model.backbone, model.weights) == ("backbone", "efficientnet_lite0",
-                                                           "imagenet")
+    assert (model.name, model.backbone, model.weights, model.head) == (
+        "backbone", "efficientnet_lite0", "imagenet", "dense")
     assert configs.resolve("finetune", {}) == config_lib.TrainConfig(recipe="finetune").replace(
         eval_scale=1.4, head="cosine")
     scratch = configs.resolve("scratch", {})

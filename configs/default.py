@@ -19,9 +19,9 @@ CPU of one size; README). Its classifier is a cosine head (`--head=cosine`:
 open-set draws of devset its stored rule wrongly rejected fewer known
 paintings than the dense head's, and its scores separated unknown artists
 better on two (README, "Confidence and \"unknown artist\""), at no
-measurable cost in accuracy. The declared defaults stay one size and the dense head: what the
-pipeline gives any caller, and what runs written before each setting did (a
-`config.json` without them rebuilds what it trained).
+measurable cost in accuracy. The declared defaults stay one size and the
+dense head: what the pipeline gives any caller, and what runs written before
+each setting did (a `config.json` without them rebuilds what it trained).
 `--backbone=efficientnetv2b0` and the other keras.applications networks
 download their weights from Google at first use (a machine with internet), or
 take a file saved from the same backbone (`--weights=PATH`).

@@ -110,6 +110,8 @@ def test_flags_are_generated_from_the_declarations():
     ({"optimizer": "adagrad"}, "--optimizer=adagrad"),
     ({"label_smoothing": 1.0}, "--label_smoothing"),
     ({"deterministic": True, "tf_data_service": "grpc://localhost:5000"}, "--deterministic"),
+    ({"margin": 0.2}, "--margin=0.2 is a cosine margin: it needs --head=cosine"),
+    ({"margin": 0.2, "head": "cosine", "logit_norm": 0.04}, "pick one"),
 ])
 def test_bad_combinations_fail_with_one_line(overrides, message):
     with pytest.raises(config_lib.ConfigError, match=message.replace("(", r"\(")) as error:
@@ -451,6 +453,31 @@ def test_logit_norm_loss_is_the_cross_entropy_of_logits_scaled_to_one_over_tau(
     np.testing.assert_allclose(per_example(given, logits), expected, rtol=1e-5)
     # Growing the logits no longer changes the loss.
     np.testing.assert_allclose(per_example(given, 10 * logits), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_margin_loss_lowers_the_true_cosine_by_the_margin(tiny_data_dir, label_smoothing):
+    config = tiny_config(tiny_data_dir, margin=0.25, head="cosine",
+                         label_smoothing=label_smoothing)
+    loss, _ = optim.create_loss_and_metrics(config, 3)
+    assert isinstance(loss, optim.MarginCrossentropy) and loss.margin == 0.25 * 16
+    per_example = loss.__class__(**{**loss.get_config(), "reduction": None})
+    logits = np.array([[8.0, 12.0, -4.0], [6.0, 2.0, 0.0]], np.float32)  # 16 x cosines.
+    labels = np.array([1, 0])
+    shifted = logits - 4.0 * np.eye(3)[labels]  # The true artist's cosine, 0.25 lower.
+    target = np.full((2, 3), label_smoothing / 3) + (1 - label_smoothing) * np.eye(3)[labels]
+    expected = -np.sum(target * (shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))), -1)
+    given = np.eye(3, dtype=np.float32)[labels] if label_smoothing else labels
+    np.testing.assert_allclose(per_example(given, logits), expected, rtol=1e-5)
+    # A mixed label (mixup, CutMix) takes off the margin in proportion to its weights.
+    mixed = np.array([[0.5, 0.5, 0.0]], np.float32)
+    if label_smoothing:
+        half = logits[:1] - 2.0 * np.array([[1.0, 1.0, 0.0]])
+        mixed_target = np.full(3, 0.1 / 3) + 0.9 * mixed
+        np.testing.assert_allclose(
+            per_example(mixed, logits[:1]),
+            -np.sum(mixed_target * (half - np.log(np.exp(half).sum(-1, keepdims=True))), -1),
+            rtol=1e-5)
 
 
 def skewed_config(builder, **overrides):

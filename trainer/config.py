@@ -101,6 +101,11 @@ class TrainConfig:
                             f"--eval_scale={self.data.eval_scale} needs a network that runs at "
                             "any size; seed_cnn's Flatten ties it to --image_size: pass "
                             "--eval_scale=0")
+        settings.check_that(not self.optimizer.margin or self.model.head == "cosine",
+                            f"--margin={self.optimizer.margin} is a cosine margin: it needs "
+                            "--head=cosine")
+        settings.check_that(not (self.optimizer.margin and self.optimizer.logit_norm),
+                            "--margin and --logit_norm are two different losses: pick one")
         settings.check_that(not (self.run.deterministic and self.data.tf_data_service),
                             "--deterministic cannot hold with --tf_data_service (workers race)")
         settings.check_that(not (self.run.strategy == "multi_worker" and self.data.tf_data_service),

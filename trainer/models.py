@@ -29,6 +29,7 @@ BACKBONES: dict[str, tuple[Callable[..., keras.Model], Callable | None]] = {
     "mobilenetv3small": (keras.applications.MobileNetV3Small, None),
 }
 BACKBONE_LAYER = "backbone"
+COSINE_SCALE = 16.0  # The cosine head's logits: this x the cosine similarity.
 
 
 @keras.saving.register_keras_serializable(package="artist_id")
@@ -38,7 +39,7 @@ class CosineClassifier(layers.Layer):
     cannot raise a confidence, only its direction, which the similarity scores of
     `serving.gallery` also measure."""
 
-    def __init__(self, units: int, scale: float = 16.0, **kwargs):
+    def __init__(self, units: int, scale: float = COSINE_SCALE, **kwargs):
         super().__init__(**kwargs)
         self.units, self.scale = int(units), float(scale)
 

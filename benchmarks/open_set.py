@@ -21,9 +21,10 @@
    The energy score (logsumexp of the logits) is not among them: the
    SavedModel serves only softmax(logits / T), which drops each row's
    logsumexp, the very quantity the energy is. Also tried on devset, none
-   better than `knn`: the entropy of the probabilities, k from 1 to 50, and
-   the Mahalanobis distance to the class means (shared covariance, shrunk or
-   not, plain or relative).
+   better than `knn`: the entropy of the probabilities, k from 1 to 50, the
+   Mahalanobis distance to the class means (shared covariance, shrunk or
+   not, plain or relative), and, from a run's kept weights, the energy and
+   the largest cosine to an artist's learnt direction (docs/confidence.md).
 4. Measures each score's AUROC (known test paintings positive, held-out ones
    negative) and the rejection rates, on both sets, at the stored rule
    (`unknown`) and at thresholds set on the validation split: one rejecting as

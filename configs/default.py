@@ -1,4 +1,4 @@
-"""The project's recipe: the declared defaults, and multi-scale inference.
+"""The project's recipe: the declared defaults, 20 epochs, multi-scale inference.
 
 Fine-tuning an ImageNet network, EfficientNet-Lite0
 (`trainer/efficientnet_lite.py`; its ImageNet weights come with
@@ -6,17 +6,17 @@ Fine-tuning an ImageNet network, EfficientNet-Lite0
 download at run time) at 160 px: the new head trains first with the
 backbone frozen, then the whole network at a lower rate; class weights even
 out artists with few paintings. 160 px, not the 224 px of its ImageNet
-training: a training step costs 0.15 CPU s a painting there against 0.36.
-It trains 20 epochs (one of the head alone, then the whole network), about
+training: a training step costs 0.15 CPU s a painting there against 0.36. It
+trains 20 epochs (one of the head alone, then the whole network), about
 twice the original recipe's CPU time on devset: against 10 epochs, +2.7
 points of test accuracy on devset (85.2 %), +1.8 and +7.3 on two seeds of
-its 7 x 100 subsample, a lower NLL on all three, and a mean open-set
-AUROC of 0.818 against 0.807 over six draws, better on four, 0.009 lower
-on one (docs/confidence.md, "Training twice as long"). Compared with other recipes at the original's CPU budget
-(`benchmarks/recipe_compare.py`), it gets the epochs that fit. It beat
-training `resnet_small` from scratch (`scratch`) on devset and on a
-7-artist, 100-painting subsample of it (README, "How the recipes were
-chosen"). At inference it answers from the whole painting at 160 and at
+its 7 x 100 subsample, a lower NLL on all three, and a mean open-set AUROC
+of 0.818 against 0.807 over six draws, better on four, 0.009 lower on one
+(docs/confidence.md, "Training twice as long"). Compared with other recipes
+at the original's CPU budget (`benchmarks/recipe_compare.py`), it gets the
+epochs that fit. It beat training `resnet_small` from scratch (`scratch`)
+on devset and on a 7-artist, 100-painting subsample of it (README, "How the
+recipes were chosen"). At inference it answers from the whole painting at 160 and at
 224 px, the probabilities averaged (`--eval_scale=1.4`, multi-scale: 0 to
 +3.8 points of test accuracy on nine runs, never lower, for 3.2x the serving
 CPU of one size; README). Its classifier is a cosine head (`--head=cosine`:

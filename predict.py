@@ -46,9 +46,10 @@ flags.DEFINE_float("min_confidence", None, "Say 'unknown artist' when the top pr
                    "validation split for a stated precision (--info shows it).",
                    lower_bound=0.0, upper_bound=1.0)
 flags.DEFINE_float("min_familiarity", None, "Also say 'unknown artist' when the painting's "
-                   "familiarity (cosine similarity to the training paintings most like it) is "
-                   "below this (-1: never). Default: the model's own distance test, if it has "
-                   "one (models exported with a gallery).", lower_bound=-1.0, upper_bound=1.0)
+                   "familiarity (how much it looks like the training paintings of the artist "
+                   "nearest to it; --info gives the model's measure and its own threshold) is "
+                   "below this (-inf: never). Default: the model's own distance test, if it "
+                   "has one (models exported with a gallery).")
 flags.DEFINE_bool("info", False, "Print what the model knows about itself (artists, image "
                   "size, preprocessing, dataset, metrics) and exit.")
 flags.DEFINE_enum("progress", "auto", ["auto", "on", "off"],

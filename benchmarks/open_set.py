@@ -13,18 +13,19 @@
    - `msp`: the top calibrated probability, the score of the stored rule;
    - `class_mean`: cosine similarity of its embedding to the nearest mean of
      one artist's training embeddings;
-   - `knn`: cosine similarity to its 5th nearest training painting: the
-     familiarity of `serving.gallery`, against the whole training split;
+   - `knn`: cosine similarity to its 5th nearest training painting (the
+     served familiarity of models exported before 2026-12-06);
    - `familiarity`: the served one, against the gallery (at most 100 training
-     paintings an artist), which the stored rule's distance test uses.
+     paintings an artist): minus the relative Mahalanobis distance to the
+     nearest artist (`serving.gallery.Familiarity`), which the stored rule's
+     distance test uses.
    The stored rule combines `msp` with the gallery's familiarity.
    The energy score (logsumexp of the logits) is not among them: the
    SavedModel serves only softmax(logits / T), which drops each row's
    logsumexp, the very quantity the energy is. Also tried on devset, none
-   better than `knn`: the entropy of the probabilities, k from 1 to 50, the
-   Mahalanobis distance to the class means (shared covariance, shrunk or
-   not, plain or relative), and, from a run's kept weights, the energy and
-   the largest cosine to an artist's learnt direction (docs/confidence.md).
+   better everywhere: the entropy of the probabilities, k from 1 to 50, and,
+   from a run's kept weights, the energy and the largest cosine to an
+   artist's learnt direction (docs/confidence.md).
 4. Measures each score's AUROC (known test paintings positive, held-out ones
    negative) and the rejection rates, on both sets, at the stored rule
    (`unknown`) and at thresholds set on the validation split: one rejecting as
@@ -211,7 +212,7 @@ def score_paintings(outputs: dict[str, np.ndarray], train: dict[str, np.ndarray]
     """Per painting, each score (higher: more like a known artist)."""
     return {"msp": outputs["probabilities"].max(axis=1),
             "class_mean": (outputs["embeddings"] @ means.T).max(axis=1),
-            "knn": gallery_lib.familiarity(train["embeddings"], outputs["embeddings"]),
+            "knn": gallery_lib.nearest_similarity(train["embeddings"], outputs["embeddings"]),
             # The served one: the same against the gallery (the stored rule's distance test).
             **({"familiarity": outputs["familiarity"]} if "familiarity" in outputs else {})}
 

@@ -36,9 +36,10 @@ fitted on the validation split (`trainer.calibration`), stored in the model
 and stated in `metadata` ("calibration"). `unknown` is the stored abstention
 rule ("abstention" in `metadata`, `trainer.calibration.fit_abstention`): the
 top probability is below `min_confidence`, or (with a gallery) the painting's
-`familiarity`, its cosine similarity to its 5th most similar gallery painting
-(`serving.gallery.FAMILIARITY_K`), is below `min_familiarity`; both chosen on the validation
-split so that the answers kept are right at the stated precision. The top-k
+`familiarity`, minus the relative Mahalanobis distance of its embedding to the
+nearest artist's gallery paintings (`serving.gallery.Familiarity`), is below
+`min_familiarity`; both chosen on the validation split so that the answers kept
+are right at the stated precision. The top-k
 artists are still given, as the closest ones.
 
 A bad element (empty, not an image, unsupported format, truncated JPEG, more
@@ -90,6 +91,10 @@ DECODE_PARALLELISM = request_checks.DECODE_PARALLELISM
 SUPPORTED_FORMATS = request_checks.SUPPORTED_FORMATS
 METADATA_FORMAT_VERSION = 1
 RULE_TEXT = "unknown when the top probability < min_confidence"
+FAMILIARITY_TEXT = ("familiarity: the squared Mahalanobis distance of the painting's "
+                    "embedding to the mean of the gallery's paintings less the one to the "
+                    "nearest artist's mean (the relative Mahalanobis distance, negated); "
+                    "higher is more familiar")
 ARTISTS_FILE = "artists.txt"
 METADATA_FILE = "metadata.json"
 TFLITE_FILES = {"float32": "model_float32.tflite", "dynamic_range": "model_dynamic_range.tflite"}
@@ -361,10 +366,8 @@ def export_model(
         abstention={"min_confidence": min_confidence, "rule": RULE_TEXT,
                     **({} if min_familiarity is None else {
                         "min_familiarity": min_familiarity,
-                        "rule": f"{RULE_TEXT} or familiarity < min_familiarity (familiarity: "
-                                "cosine similarity of the painting's embedding to its "
-                                f"{gallery_lib.FAMILIARITY_K}th most similar gallery "
-                                "painting)"}),
+                        "rule": f"{RULE_TEXT} or familiarity < min_familiarity "
+                                f"({FAMILIARITY_TEXT})"}),
                     **(abstention or {})},
         views=spec.describe())
     document_json = tf.constant(json.dumps(document, ensure_ascii=False))

@@ -100,6 +100,38 @@ def test_neighbour_metrics_count_nearest_and_vote():
     assert metrics["gallery_size"] == 6
 
 
+
+def test_familiarity_is_the_negated_relative_mahalanobis_distance():
+    rng = np.random.default_rng(0)
+    # Two artists in 4 dimensions, both spread along the first; the second 6 along the third.
+    labels = np.repeat([0, 1], 30)
+    rows = (rng.normal(size=(60, 4)) * [3.0, 0.5, 0.5, 0.5]
+            + np.where(labels[:, None] == 1, [0, 0, 6, 0], 0))
+    measure = gallery_lib.Familiarity.fit(rows, labels, shrinkage=0.3)
+    queries = np.array([[0, 0, 0, 0], [0, 0, 6, 0], [4, 0, 0, 0], [0, 4, 0, 0],
+                        [0, 0, 3, 0], [0, 0, 3, 4]], np.float64)
+
+    def inverse(centred):  # The shrunk covariance, inverted directly.
+        covariance = np.cov(centred, rowvar=False)
+        return np.linalg.inv(0.7 * covariance + 0.3 * np.trace(covariance) / 4 * np.eye(4))
+
+    means = np.stack([rows[labels == a].mean(axis=0) for a in (0, 1)])
+    within, overall = inverse(rows - means[labels]), inverse(rows - rows.mean(axis=0))
+
+    def squared(x, mean, inverse_covariance):
+        return (x - mean) @ inverse_covariance @ (x - mean)
+
+    expected = [squared(q, rows.mean(axis=0), overall)
+                - min(squared(q, m, within) for m in means) for q in queries]
+    np.testing.assert_allclose(measure(queries), expected, rtol=1e-4)
+    got = measure(queries)
+    # Each artist's centre is the most familiar; 4 along the artists' spread is more
+    # familiar than 4 across it, or than halfway between them; and off that line, less.
+    assert min(got[:2]) > got[2] > 0 > got[3] > got[4] > got[5]
+    # A gallery of one painting an artist (every covariance zero) still gives finite values.
+    single = gallery_lib.Familiarity.fit(np.eye(4)[:2], np.array([0, 1]))
+    assert np.isfinite(single(queries)).all()
+
 def test_thumbnail_keeps_the_aspect_within_the_bound():
     encoded = tf.io.encode_png(tf.zeros((300, 120, 3), tf.uint8))
     with Image.open(io.BytesIO(ops.thumbnail_jpeg(encoded, 128).numpy())) as image:

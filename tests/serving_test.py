@@ -417,7 +417,7 @@ def test_the_distance_test_rejects_a_confident_answer_unlike_any_training_painti
 
     model = colour_model()  # Its embedding: the direction of the three channel means.
     rng = np.random.default_rng(0)
-    # The gallery: 5 paintings an artist (FAMILIARITY_K), pure colours off by <= 0.05.
+    # The gallery: 5 paintings an artist, pure colours off by <= 0.05.
     labels = np.repeat(np.arange(3), 5)
     colours = np.clip(np.eye(3)[labels] + rng.uniform(0, 0.05, (15, 3)), 0, 1)
     images = np.stack([np.broadcast_to(c, (IMAGE_SIZE, IMAGE_SIZE, 3)) for c in colours])
@@ -426,7 +426,9 @@ def test_the_distance_test_rejects_a_confident_answer_unlike_any_training_painti
         embeddings=embed(images.astype(np.float32)), labels=labels.astype(np.int32),
         file_names=np.array([f"{i}.jpg".encode() for i in range(15)], object),
         thumbnails=np.array([encode(picture(i)) for i in range(15)], object))
-    rule = {"min_confidence": 0.5, "min_familiarity": 0.95}
+    # Its own paintings' familiarity lies in [-4, 2]; the rule allows far less.
+    assert -4 < gallery.familiarity(gallery.embeddings).min() < 0
+    rule = {"min_confidence": 0.5, "min_familiarity": -100.0}
     path = export.export_model(model, str(tmp_path / "colours"), artist_names=ARTISTS[:3],
                                image_size=IMAGE_SIZE, gallery=gallery, **rule)
     serve = tf.saved_model.load(path).signatures["serve_pixels"]
@@ -437,15 +439,16 @@ def test_the_distance_test_rejects_a_confident_answer_unlike_any_training_painti
     assert out["top_k_probabilities"][:, 0].min() > 0.999
     assert out["top_k_ids"][:, 0].tolist() == [0, 1, 2, 0]
     assert out["unknown"].tolist() == [False, False, False, True]
-    assert out["familiarity"][:3].min() > 0.99
-    assert out["familiarity"][3] == pytest.approx(1 / np.hypot(1, 0.6), abs=0.01)
+    # Pure colours sit in their artist's spread; orange, 0.6 of green off red, far outside.
+    assert out["familiarity"][:3].min() > -20
+    assert out["familiarity"][3] < -1000
     # Evaluation's numpy functions decide as the served ones do.
-    np.testing.assert_allclose(out["familiarity"], gallery_lib.familiarity(
-        gallery.embeddings, embed(pixels / 255.0)), atol=1e-5)
+    np.testing.assert_allclose(out["familiarity"], gallery.familiarity(embed(pixels / 255.0)),
+                               rtol=1e-4)
     np.testing.assert_array_equal(out["unknown"], calibration.is_unknown(
         out["probabilities"], familiarity=out["familiarity"], **rule))
     document = json.loads(call(tf.saved_model.load(path).signatures["metadata"])["metadata"])
-    assert document["abstention"]["min_familiarity"] == 0.95
+    assert document["abstention"]["min_familiarity"] == -100.0
     assert "familiarity < min_familiarity" in document["abstention"]["rule"]
     # Without the distance test, the same model calls orange red.
     plain = export.export_model(model, str(tmp_path / "plain"), artist_names=ARTISTS[:3],

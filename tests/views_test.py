@@ -225,7 +225,7 @@ def test_one_pass_answer_fn_gives_the_predicted_probabilities_and_served_embeddi
     answer = evaluation.fit_answer(tiny_builder, "validation", config.data,
                                    evaluation.keras_answer_fn(explainer), target_precision=0.9,
                                    gallery=gallery, novelty_reject=0.2)
-    assert 0 < answer["min_familiarity"] <= 1
+    assert np.isfinite(answer["min_familiarity"])
     with pytest.raises(ValueError, match="needs embeddings"):
         evaluation.fit_answer(tiny_builder, "validation", config.data,
                               evaluation.keras_predict_fn(model), target_precision=0.9,

@@ -111,7 +111,7 @@ def fit_answer(builder, split: str, data: pipeline.DataConfig, predict_fn: Predi
         if embeddings is None:
             raise ValueError("the distance test (novelty_reject > 0) needs embeddings from "
                              "predict_fn (keras_answer_fn)")
-        familiarity = gallery_lib.familiarity(gallery.embeddings, embeddings)
+        familiarity = gallery.familiarity(embeddings)
     # log p = logits + a constant per row: the temperature fits on it as on logits.
     temperature = calibration.fit_temperature(calibration.log_probabilities(probabilities),
                                               labels)
@@ -167,7 +167,7 @@ def evaluate_split(builder, split: str, data: pipeline.DataConfig, predict_fn: P
     neighbours = familiarity = None
     if gallery is not None and len(gallery) and embeddings is not None:
         neighbours = gallery_lib.neighbour_metrics(gallery, embeddings, labels)
-        familiarity = gallery_lib.familiarity(gallery.embeddings, embeddings)
+        familiarity = gallery.familiarity(embeddings)
     if unknown is None:
         unknown = calibration.is_unknown(probabilities, min_confidence=min_confidence,
                                          familiarity=familiarity,

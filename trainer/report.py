@@ -95,8 +95,8 @@ def rule_text(abstention: dict) -> str:
     """The stored "unknown artist" rule in words (report.md, the coverage plot's legend)."""
     text = f"top probability is below {abstention['min_confidence']:.3f}"
     if abstention.get("min_familiarity") is not None:
-        text += (f" or its familiarity is below {abstention['min_familiarity']:.3f} (cosine "
-                 "similarity to the training paintings most like it)")
+        text += (f" or its familiarity is below {abstention['min_familiarity']:.3f} (how "
+                 "much it looks like the training paintings of the artist nearest to it)")
     return text
 
 

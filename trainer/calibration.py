@@ -163,8 +163,8 @@ def fit_abstention(probabilities: np.ndarray, labels: np.ndarray, *, precision: 
     """The "unknown artist" rule, fitted on a split of known artists (the validation split):
     {"min_familiarity", "min_confidence"}.
 
-    With `familiarity` (`serving.gallery.familiarity`) and `novelty_reject` > 0, first the
-    distance test: the `novelty_reject` share of the split least like any training painting
+    With `familiarity` (`serving.gallery.Familiarity`) and `novelty_reject` > 0, first the
+    distance test: the `novelty_reject` share of the split least like the training paintings
     falls below `min_familiarity`. Then, on the paintings that pass it, the lowest
     top-probability threshold at which the answers kept are `precision` right
     (`abstention_threshold`): so the answers the whole rule keeps are. Without the

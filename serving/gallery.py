@@ -82,13 +82,15 @@ class Familiarity:
     discounts what makes a painting far from every artist alike (an unusual size,
     palette or condition) and keeps what sets it apart from the nearest artist.
 
-    Stored whitened: a distance is the squared Euclidean one after `whiten`.
+    Stored whitened: after subtracting `centre`, a distance is the squared Euclidean one
+    after `whiten` (or `whiten_all`, where the mean of all rows is 0). Computed as
+    |a|^2 - 2 a.b + |b|^2, so memory grows with paintings x artists, not x dimensions too.
     """
 
+    centre: np.ndarray  # float32 [D]: the mean of all rows.
     whiten: np.ndarray  # float32 [D, D]: the within-artist covariance^(-1/2).
-    artist_means: np.ndarray  # float32 [artists, D], whitened.
+    artist_means: np.ndarray  # float32 [artists, D], centred and whitened.
     whiten_all: np.ndarray  # float32 [D, D]: the covariance^(-1/2) of all rows.
-    mean: np.ndarray  # float32 [D], whitened by `whiten_all`.
 
     @classmethod
     def fit(cls, embeddings: np.ndarray, labels: np.ndarray, *,
@@ -97,14 +99,14 @@ class Familiarity:
         x = np.asarray(embeddings, np.float64)
         labels = np.asarray(labels)
         artists = np.unique(labels)
-        means = np.stack([x[labels == a].mean(axis=0) for a in artists])
-        within = x - means[np.searchsorted(artists, labels)]
-        whiten = _inverse_sqrt_covariance(within, shrinkage)
-        whiten_all = _inverse_sqrt_covariance(x - x.mean(axis=0), shrinkage)
-        return cls(whiten=whiten.astype(np.float32),
+        centre = x.mean(axis=0)
+        means = np.stack([x[labels == a].mean(axis=0) for a in artists]) - centre
+        x = x - centre
+        whiten = _inverse_sqrt_covariance(x - means[np.searchsorted(artists, labels)],
+                                          shrinkage)
+        return cls(centre=centre.astype(np.float32), whiten=whiten.astype(np.float32),
                    artist_means=(means @ whiten).astype(np.float32),
-                   whiten_all=whiten_all.astype(np.float32),
-                   mean=(x.mean(axis=0) @ whiten_all).astype(np.float32))
+                   whiten_all=_inverse_sqrt_covariance(x, shrinkage).astype(np.float32))
 
     @property
     def nbytes(self) -> int:
@@ -112,10 +114,13 @@ class Familiarity:
 
     def __call__(self, embeddings: np.ndarray) -> np.ndarray:
         """Rows [n, D] -> familiarity [n] (higher: more like a gallery artist's paintings)."""
-        x = np.asarray(embeddings, np.float32)
-        to_artists = ((x @ self.whiten)[:, None, :] - self.artist_means[None]) ** 2
-        to_all = ((x @ self.whiten_all) - self.mean) ** 2
-        return to_all.sum(axis=-1) - to_artists.sum(axis=-1).min(axis=1)
+        x = np.asarray(embeddings, np.float64) - self.centre
+        within = x @ self.whiten
+        means = self.artist_means.astype(np.float64)
+        to_artists = ((within ** 2).sum(axis=1, keepdims=True) - 2 * within @ means.T
+                      + (means ** 2).sum(axis=1))
+        to_all = ((x @ self.whiten_all) ** 2).sum(axis=1)
+        return (to_all - to_artists.min(axis=1)).astype(np.float32)
 
 
 def _inverse_sqrt_covariance(centred: np.ndarray, shrinkage: float) -> np.ndarray:
@@ -203,11 +208,13 @@ class GalleryModule(tf.Module):
     def familiarity(self, embeddings: tf.Tensor) -> tf.Tensor:
         """Normalised embeddings [batch, D] -> [batch], as `Familiarity` computes it."""
         m = self.measure
-        to_artists = tf.square(tf.matmul(embeddings, m["whiten"])[:, None, :]
-                               - m["artist_means"][None])
-        to_all = tf.square(tf.matmul(embeddings, m["whiten_all"]) - m["mean"])
-        return (tf.reduce_sum(to_all, axis=-1)
-                - tf.reduce_min(tf.reduce_sum(to_artists, axis=-1), axis=1))
+        x = embeddings - m["centre"]
+        within = tf.matmul(x, m["whiten"])
+        to_artists = (tf.reduce_sum(tf.square(within), axis=1, keepdims=True)
+                      - 2 * tf.matmul(within, m["artist_means"], transpose_b=True)
+                      + tf.reduce_sum(tf.square(m["artist_means"]), axis=1))
+        to_all = tf.reduce_sum(tf.square(tf.matmul(x, m["whiten_all"])), axis=1)
+        return to_all - tf.reduce_min(to_artists, axis=1)
 
 
 def nearest_similarity(gallery_embeddings: np.ndarray, embeddings: np.ndarray) -> np.ndarray:

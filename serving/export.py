@@ -39,8 +39,8 @@ top probability is below `min_confidence`, or (with a gallery) the painting's
 `familiarity`, minus the relative Mahalanobis distance of its embedding to the
 nearest artist's gallery paintings (`serving.gallery.Familiarity`), is below
 `min_familiarity`; both chosen on the validation split so that the answers kept
-are right at the stated precision. The top-k
-artists are still given, as the closest ones.
+are right at the stated precision. The top-k artists are still given, as the
+closest ones.
 
 A bad element (empty, not an image, unsupported format, truncated JPEG, more
 pixels than `max_pixels`) fails the call with InvalidArgument "images[i]: ..."

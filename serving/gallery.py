@@ -8,9 +8,9 @@ show similar paintings without the dataset. `--gallery_per_artist` bounds
 the size: at most that many paintings of each artist, chosen by seed.
 
 The gallery also says how familiar a painting looks (`Familiarity`): minus its
-relative Mahalanobis distance (Ren et al. 2021) to the nearest artist's mean
-embedding, the distance to that artist's paintings less the distance to all the
-gallery's paintings, each measured in the spread of the gallery's embeddings.
+relative Mahalanobis distance (Ren et al. 2021) to the nearest artist, its
+distance to that artist's mean embedding less its distance to the mean of all
+the gallery's paintings, each measured in the spread of the gallery's embeddings.
 A painting by an artist the model never saw is less like any training
 painting than the classifier's probabilities show, so the "unknown artist"
 rule (`trainer.calibration.fit_abstention`) tests it too; `benchmarks/open_set.py`

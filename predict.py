@@ -256,6 +256,12 @@ def format_info(model_dir: str, document: dict) -> str:
             lines.append(f"{label}: {document[key]}")
     for key, value in (document.get("preprocessing") or {}).items():
         lines.append(f"Preprocessing {key}: {value}")
+    gallery = document.get("gallery") or {}
+    if gallery:
+        lines.append(f"Gallery: {gallery['paintings']} training paintings "
+                     f"({gallery['megabytes']} MB)")
+    if gallery.get("familiarity"):
+        lines.append(f"Familiarity: {gallery['familiarity']}")
     views = document.get("views") or {}
     if views.get("count", 1) > 1:
         sizes = views.get("sizes") or []

@@ -91,10 +91,10 @@ DECODE_PARALLELISM = request_checks.DECODE_PARALLELISM
 SUPPORTED_FORMATS = request_checks.SUPPORTED_FORMATS
 METADATA_FORMAT_VERSION = 1
 RULE_TEXT = "unknown when the top probability < min_confidence"
-FAMILIARITY_TEXT = ("familiarity: the squared Mahalanobis distance of the painting's "
-                    "embedding to the mean of the gallery's paintings less the one to the "
-                    "nearest artist's mean (the relative Mahalanobis distance, negated); "
-                    "higher is more familiar")
+FAMILIARITY_TEXT = ("the squared Mahalanobis distance of the painting's embedding to the "
+                    "mean of the gallery's paintings less the one to the nearest artist's "
+                    "mean (the relative Mahalanobis distance, negated); higher is more "
+                    "familiar")
 ARTISTS_FILE = "artists.txt"
 METADATA_FILE = "metadata.json"
 TFLITE_FILES = {"float32": "model_float32.tflite", "dynamic_range": "model_dynamic_range.tflite"}
@@ -360,6 +360,7 @@ def export_model(
         top_k=top_k, max_pixels=max_pixels, artist_metadata=artist_metadata, metadata=metadata,
         similar_k=neighbours.k if neighbours else 0,
         gallery_info={"paintings": len(gallery), "thumbnail_px": gallery_lib.THUMBNAIL_PX,
+                      "familiarity": FAMILIARITY_TEXT,
                       "megabytes": round(gallery.nbytes / 2**20, 2)} if neighbours else None,
         calibration={"temperature": temperature, "method": "temperature scaling (the logits "
                      "are divided by it), fitted on the validation split by NLL"},
@@ -367,7 +368,7 @@ def export_model(
                     **({} if min_familiarity is None else {
                         "min_familiarity": min_familiarity,
                         "rule": f"{RULE_TEXT} or familiarity < min_familiarity "
-                                f"({FAMILIARITY_TEXT})"}),
+                                f"(familiarity: {FAMILIARITY_TEXT})"}),
                     **(abstention or {})},
         views=spec.describe())
     document_json = tf.constant(json.dumps(document, ensure_ascii=False))

@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from tests.conftest import ARTIST_METADATA, ARTISTS, ENV, METRICS, ROOT, encode, picture, png_header
+from tests.conftest import (ARTIST_METADATA, ARTISTS, ENV, GALLERY_SIZE, METRICS, ROOT, encode,
+                            picture, png_header)
 
 GOOD = ["a.jpg", "nested/b.png", "nested/deeper/c.gif", "d.bmp"]
 # The last one passes the model's header checks and fails in the PNG decoder,
@@ -172,7 +173,9 @@ def test_info(model_dir):
                  "config tiny, version 1.0.0", "Image size: 32", "Resize: stretch",
                  "Metric test_accuracy: 0.7500", f"Artists ({len(ARTISTS)}):",
                  "5  Vincent van Swirl  (years: 1853 - 1890; genre: Post-Impressionism",
-                 "Preprocessing max_pixels: 40000000"):
+                 "Preprocessing max_pixels: 40000000",
+                 f"Gallery: {GALLERY_SIZE} training paintings",
+                 "Familiarity: the squared Mahalanobis distance"):
         assert text in result.stdout, result.stdout
     as_json = json.loads(predict(f"--model_dir={model_dir}", "--info", "--format=json").stdout)
     assert as_json["metrics"] == METRICS and as_json["image_size"] == 32

@@ -41,17 +41,17 @@ def test_original_recipe_is_the_original():
 
 
 def test_default_recipe_is_the_declared_defaults():
-    # The declared defaults, plus 20 epochs, multi-scale inference (the pipeline's default is
+    # The declared defaults, plus 30 epochs, multi-scale inference (the pipeline's default is
     # one size) and the cosine head (the declared one is dense, what runs before it had).
-    assert configs.recipe_values("default") == {"epochs": 20, "eval_scale": 1.4, "head": "cosine"}
+    assert configs.recipe_values("default") == {"epochs": 30, "eval_scale": 1.4, "head": "cosine"}
     assert configs.resolve("default", {}) == config_lib.TrainConfig().replace(
-        epochs=20, eval_scale=1.4, head="cosine")
+        epochs=30, eval_scale=1.4, head="cosine")
     assert pipeline.DataConfig().eval_scale == 0.0
     model = config_lib.TrainConfig().model
     assert (model.name, model.backbone, model.weights, model.head) == (
         "backbone", "efficientnet_lite0", "imagenet", "dense")
     assert configs.resolve("finetune", {}) == config_lib.TrainConfig(recipe="finetune").replace(
-        epochs=20, eval_scale=1.4, head="cosine")
+        epochs=30, eval_scale=1.4, head="cosine")
     scratch = configs.resolve("scratch", {})
     assert (scratch.model.name, scratch.model.weights, scratch.training.freeze_epochs,
             scratch.model.head) == ("resnet_small", "none", 0, "dense")

@@ -22,7 +22,7 @@ WORKDIR := $(DEMO)/workdir
 DEMO_FLAGS := --recipe=original --dataset=sample_paintings --image_size=96 --epochs=12 --cache
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: demo test install browser lock clean
+.PHONY: demo test results install browser lock clean
 
 $(BIN)/python:
 	@if [ -z "$(PYTHON)" ]; then \
@@ -64,13 +64,17 @@ install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(BIN)/tfds build artist_tfds/sample_paintings --config=default --data_dir=$(DATA_DIR)
-	$(BIN)/python train.py $(DEMO_FLAGS) --data_dir=$(DATA_DIR) --workdir=$(WORKDIR)
-	$(BIN)/python -m tools.samples --dataset=sample_paintings --data_dir=$(DATA_DIR) \
+	$(BIN)/artist-id train $(DEMO_FLAGS) --data_dir=$(DATA_DIR) --workdir=$(WORKDIR)
+	$(BIN)/artist-id samples --dataset=sample_paintings --data_dir=$(DATA_DIR) \
 	  --split=test --per_artist=1 --out=$(DEMO)/samples
-	$(BIN)/python predict.py --model_dir=$(WORKDIR)/saved_model --top_k=3 $(DEMO)/samples
+	$(BIN)/artist-id predict --model_dir=$(WORKDIR)/saved_model --top_k=3 $(DEMO)/samples
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
+
+# Regenerates every results table in README.md and docs/ from the JSON in results/.
+results: $(VENV)/.installed
+	$(BIN)/python -m tools.results
 
 # Re-resolve the pins: the newest versions within setup.cfg's ranges, in a fresh venv
 # on $(PYTHON) (use 3.11, the floor). Keeps constraints.txt's comment header and

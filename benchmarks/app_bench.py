@@ -60,9 +60,8 @@ import urllib.parse
 from absl import app, flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
-from benchmarks import json_result  # noqa: E402  Once the project's root is on the path.
+from benchmarks import json_result
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "Exported SavedModel directory (WORKDIR/saved_model).")

@@ -45,6 +45,7 @@ from artist_tfds.best_artworks import best_artworks_dataset_builder as builder_l
 from artist_tfds.best_artworks import images
 from artist_tfds.best_artworks import layout
 from artist_tfds.best_artworks import workers
+from benchmarks import json_result
 
 # Crops keep 60-100 % of each side (never under the builder's 64 px floor), so
 # every derived painting differs from its source and from its siblings.
@@ -77,6 +78,8 @@ def parse_args() -> argparse.Namespace:
                              "for synthetic sources).")
     parser.add_argument("--beam_workers", type=int, default=2,
                         help="--beam: direct_num_workers of the multi_processing Beam build.")
+    parser.add_argument("--json_out", default=None, help="Also write the result, with the "
+                        "command, commit and machine, to this file (e.g. results/NAME.json).")
     return parser.parse_args()
 
 
@@ -258,9 +261,9 @@ def main_beam(args: argparse.Namespace, workdir: pathlib.Path) -> None:
     if args.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
     print_beam_table(figures)
-    print(json.dumps({count: {k: row[k] for k in ("pool_images_per_s", "beam_images_per_s",
+    json_result.emit({count: {k: row[k] for k in ("pool_images_per_s", "beam_images_per_s",
                                                   "ratio", "beam_extra_s")}
-                      for count, row in figures.items()}))
+                      for count, row in figures.items()}, args.json_out)
 
 
 def main() -> None:
@@ -296,11 +299,11 @@ def main() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
     builder_rate = len(paths) / builder_seconds
     loop_rate = len(paths) / loop_seconds
-    print(json.dumps({
+    json_result.emit({
         "builder_images_per_s": round(builder_rate, 1),
         "pillow_loop_images_per_s": round(loop_rate, 1),
         "ratio": round(builder_rate / loop_rate, 2),
-    }))
+    }, args.json_out)
 
 
 if __name__ == "__main__":

@@ -26,11 +26,10 @@ import sys
 import numpy as np
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # The project's modules, once its root is on the path (E402).
-from benchmarks import json_result  # noqa: E402
-from trainer import calibration  # noqa: E402
+from benchmarks import json_result
+from trainer import calibration
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("reports", None, "report.json files written by train.py or evaluate.py.")

@@ -16,7 +16,8 @@ import time
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import json_result
+
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["seed_cnn", "resnet_small"], "Models to compare; "
@@ -26,6 +27,7 @@ flags.DEFINE_integer("num_classes", 50, "Classes (the Kaggle set has 50).")
 flags.DEFINE_integer("batch_size", 32, "Batch size.")
 flags.DEFINE_integer("rounds", 3, "Round-robin rounds; the median is reported.")
 flags.DEFINE_integer("steps", 3, "Steps per model per round.")
+flags.DEFINE_string("json_out", None, "Also write the result, with the command, commit and machine, to this file (e.g. results/NAME.json).")
 
 
 def main(argv):
@@ -66,7 +68,7 @@ def main(argv):
                        "train_images_per_s": round(statistics.median(train), 1),
                        "infer_images_per_s": round(statistics.median(infer), 1)}
         print(f"{key:20s} {result[key]}")
-    print(json.dumps(result))
+    json_result.emit(result, FLAGS.json_out)
 
 
 if __name__ == "__main__":

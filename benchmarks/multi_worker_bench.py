@@ -32,9 +32,8 @@ import sys
 from absl import app, flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
-from benchmarks import json_result  # noqa: E402  Once the project's root is on the path.
+from benchmarks import json_result
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "TFDS data directory holding --dataset.")

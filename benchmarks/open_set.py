@@ -47,19 +47,18 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import app, flags, logging
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # The project's modules, once its root is on the path (E402).
-import configs  # noqa: E402
-import pipeline  # noqa: E402
-from artist_tfds.best_artworks import images, layout, naming  # noqa: E402
-from benchmarks import json_result  # noqa: E402
-from benchmarks import recipe_compare  # noqa: E402  For build_dataset and claim.
-from serving import gallery as gallery_lib  # noqa: E402
-from tools import memory  # noqa: E402
-from trainer import calibration  # noqa: E402
-from trainer import config as config_lib  # noqa: E402
-from trainer import train_lib  # noqa: E402
+from artist_id import configs
+import pipeline
+from artist_tfds.best_artworks import images, layout, naming
+from benchmarks import json_result
+from benchmarks import recipe_compare
+from serving import gallery as gallery_lib
+from artist_id import memory
+from trainer import calibration
+from trainer import config as config_lib
+from trainer import train_lib
 
 BATCH_SIZE = 32
 HELD_OUT_RECORD = "held_out.json"

@@ -26,9 +26,10 @@ import time
 
 from absl import app, flags
 
+from benchmarks import json_result
+
 # Run as a script from a checkout: make the project's packages importable
 # even where the editable install predates them.
-sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "best_artworks", "TFDS dataset as name[/config][:version].")
@@ -48,8 +49,9 @@ flags.DEFINE_integer("recipe_images", 320, "Images the (slow) recipe is timed on
 flags.DEFINE_integer("memory_epochs", 4, "Full passes of (d) over the split before timing, "
                      "printing peak resident memory after each (0: skip).", lower_bound=0)
 flags.DEFINE_string("stages", "abcd", "Which stages to time.")
+flags.DEFINE_string("json_out", None, "Also write the result, with the command, commit and machine, to this file (e.g. results/NAME.json).")
 flags.DEFINE_integer("seed", 0, "Seed.")
-flags.DEFINE_bool("tune_malloc", True, "Apply `tools.memory.tune_malloc` (as train.py does) "
+flags.DEFINE_bool("tune_malloc", True, "Apply `artist_id.memory.tune_malloc` (as train.py does) "
                   "to this process, hence to every stage alike.")
 
 
@@ -166,10 +168,10 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     import statistics
 
-    import configs
+    from artist_id import configs
     import pipeline
     from pipeline import augment
-    from tools import memory
+    from artist_id import memory
 
     if FLAGS.tune_malloc:
         print(f"malloc tuned for large batches: {memory.tune_malloc()}", flush=True)
@@ -223,7 +225,7 @@ def main(argv):
             # The same ratio in CPU time per image: robust to the machine's other load.
             summary[f"cpu_{num}_over_{den}"] = round(
                 statistics.median(cpus[den]) / statistics.median(cpus[num]), 2)
-    print(json.dumps(summary))
+    json_result.emit(summary, FLAGS.json_out)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,8 @@ import time
 
 from absl import app, flags, logging
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import json_result
+
 
 FLAGS = flags.FLAGS
 
@@ -52,6 +53,7 @@ def define_flags():
     beside others that define --seed)."""
     flags.DEFINE_string("source_dir", None, "Folder of paintings sorted by artist (manual_dir).")
     flags.DEFINE_string("workdir", None, "Where the dataset and both runs go.")
+    flags.DEFINE_string("json_out", None, "Also write the result, with the command, commit and machine, to this file (e.g. results/NAME.json).")
     flags.DEFINE_string("dataset_config", None, "best_artworks config (default: the builder's).")
     flags.DEFINE_list("recipes", ["original", "default"], "Recipes to compare; the first sets "
                       "the CPU budget, the second is the base of the ablations.")
@@ -225,7 +227,7 @@ def variants() -> dict[str, tuple[str, dict]]:
 
 
 def views_of_base(base_dir: str, workdir: str, settings: dict) -> dict:
-    """An ablation of views or export settings alone (`train_lib.FINISH_SETTINGS`): the
+    """An ablation of views or export settings alone (`config_lib.after_training_settings`): the
     base run's kept weights, copied and re-evaluated with them (no training), so the two
     differ in those settings and nothing else, not even in a training run's luck."""
     from trainer import train_lib
@@ -246,8 +248,8 @@ def mean_and_sd(values: list[float]) -> tuple[float, float]:
 
 def main(argv):
     del argv
-    import configs
-    from tools import memory
+    from artist_id import configs
+    from artist_id import memory
     from trainer import config as config_lib
     from trainer import train_lib
 
@@ -286,7 +288,7 @@ def main(argv):
                            encoding="utf-8"))["per_artist"])
         for name, (recipe, settings) in variants().items():
             workdir = os.path.join(FLAGS.workdir, name.replace("=", "_"), f"seed{seed}")
-            if settings and set(settings) <= train_lib.FINISH_SETTINGS:
+            if settings and set(settings) <= config_lib.after_training_settings():
                 runs[name].append(summary(views_of_base(
                     os.path.join(FLAGS.workdir, FLAGS.recipes[1], f"seed{seed}"), workdir,
                     settings)))
@@ -333,7 +335,7 @@ def main(argv):
         print(f"{name:<{width}}{accuracy:>11.1%} ± {sd:>4.1%}{macro_f1:>10.3f}{accuracy - base:>+8.1%}"
               f"{statistics.fmean(r['epochs'] for r in variant_runs):>8.1f}"
               f"{statistics.fmean(r['cpu_seconds'] for r in variant_runs):>8.0f}")
-    print(json.dumps(result))
+    json_result.emit(result, FLAGS.json_out)
 
 
 if __name__ == "__main__":

@@ -33,9 +33,8 @@ import time
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import json_result  # noqa: E402  Once the project's root is on the path.
+from benchmarks import json_result
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("source_dir", None, "Paintings sorted by artist, to crop from.")
@@ -169,7 +168,7 @@ def main(argv):
     if not FLAGS.workdir:
         raise app.UsageError("--workdir is required")
     if FLAGS.stage:  # A child: one stage, its image count on the last line.
-        from tools import memory
+        from artist_id import memory
 
         memory.tune_malloc()  # As train.py and the other benchmarks run.
         import tensorflow  # noqa: F401  Imported before the clock starts.

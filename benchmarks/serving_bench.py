@@ -52,8 +52,8 @@ import time
 import numpy as np
 import tensorflow as tf
 
-# Run as a script from anywhere: the project's own ops come from this checkout.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import json_result
+
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 
@@ -75,6 +75,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=9, help="Alternating throughput rounds.")
     parser.add_argument("--calls", type=int, default=20, help="Batches per path per round.")
     parser.add_argument("--latency_calls", type=int, default=200)
+    parser.add_argument("--json_out", default=None, help="Also write the result, with the "
+                        "command, commit and machine, to this file (e.g. results/NAME.json).")
     return parser.parse_args()
 
 
@@ -243,7 +245,7 @@ def main() -> None:
         print(f"median cost against the baseline: x{result['baseline_cost_ratio']:.3f} "
               f"({result['bytes_cpu_ms_per_image']:.2f} vs "
               f"{result['baseline_cpu_ms_per_image']:.2f} CPU ms per image)")
-    print(json.dumps(result))
+    json_result.emit(result, args.json_out)
 
 
 if __name__ == "__main__":

@@ -20,8 +20,9 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from benchmarks import json_result
+
 # Run as a script from anywhere: the project's own code comes from this checkout.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def parse_args() -> argparse.Namespace:
@@ -31,6 +32,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data_dir", default=None, help="TFDS data dir (default: the run's).")
     parser.add_argument("--split", default="test")
     parser.add_argument("--out", default=None, help="Folder for the .tflite files.")
+    parser.add_argument("--json_out", default=None, help="Also write the result, with the "
+                        "command, commit and machine, to this file (e.g. results/NAME.json).")
     return parser.parse_args()
 
 
@@ -81,7 +84,7 @@ def main() -> None:
               f"SavedModel {agreement:.4f}  max |p - p_savedmodel| {max_diff:.4f}")
         result[name] = {"bytes": nbytes, "accuracy": round(accuracy, 4),
                         "top1_agreement": round(agreement, 4), "max_abs_diff": round(max_diff, 5)}
-    print(json.dumps(result))
+    json_result.emit(result, args.json_out)
 
 
 if __name__ == "__main__":

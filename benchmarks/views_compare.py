@@ -36,15 +36,14 @@ import time
 import numpy as np
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # The project's modules, once its root is on the path (E402).
-import pipeline  # noqa: E402
-from benchmarks import json_result  # noqa: E402
-from tools import memory  # noqa: E402
-from trainer import calibration, evaluation, report, train_lib  # noqa: E402
-from trainer import callbacks as callbacks_lib  # noqa: E402
-from trainer import config as config_lib  # noqa: E402
+import pipeline
+from benchmarks import json_result
+from artist_id import memory
+from trainer import calibration, evaluation, report, train_lib
+from trainer import callbacks as callbacks_lib
+from trainer import config as config_lib
 
 # The settings that change what a painting is answered from, and nothing of training.
 VIEW_SETTINGS = ("eval_crops", "test_flips", "crop_scale", "eval_scale")

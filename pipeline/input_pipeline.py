@@ -71,18 +71,19 @@ class DataConfig(settings.Section):
     eval_crops: int = setting(0, "Multi-crop inference: crops (centre, then the corners) that "
                               "evaluation and every serving signature run the model on besides "
                               "the whole painting, averaging the probabilities (0: the whole "
-                              "painting only).", bounds=(0, views_lib.MAX_CROPS))
+                              "painting only).", bounds=(0, views_lib.MAX_CROPS),
+                              after_training=True)
     crop_scale: float = setting(0.0, "Scale of crops, evaluation's and training's "
                                 "(--crop_probability): image_size crops of the painting scaled "
                                 "so its shorter side is crop_scale x image_size; 0: of its stored "
                                 "pixels.", bounds=(0.0, 16.0))
     test_flips: bool = setting(False, "Test-time flips: evaluation and serving also run the "
-                               "mirror image of every view.")
-    eval_scale: float = setting(0.0, "Multi-scale inference: evaluation and every serving "
+                               "mirror image of every view.", after_training=True)
+    eval_scale: float = setting(1.4, "Multi-scale inference: evaluation and every serving "
                                 "signature also run the model on the whole painting at "
                                 "eval_scale x image_size (1.4: 224 px for 160), averaging the "
                                 "probabilities; 0: one size. Not with --eval_crops.",
-                                bounds=(0.0, 4.0))
+                                bounds=(0.0, 4.0), after_training=True)
 
     def __post_init__(self):
         super().__post_init__()

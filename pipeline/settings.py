@@ -18,13 +18,17 @@ class ConfigError(ValueError):
 
 
 def setting(default, help: str, *, choices: Sequence[str] | None = None,
-            bounds: tuple[float | None, float | None] | None = None, flag: str | None = None):
+            bounds: tuple[float | None, float | None] | None = None, flag: str | None = None,
+            after_training: bool = False):
     """A dataclass field that knows its help text, its allowed values and its flag name.
 
     `bounds` are inclusive (None: open); `flag` defaults to the field's name.
+    `after_training`: the setting shapes only how a trained model is evaluated and
+    exported, not its weights (a finished run given another value is re-evaluated
+    and re-exported, not retrained).
     """
     metadata = {"help": help, "choices": tuple(choices) if choices else None,
-                "bounds": bounds, "flag": flag}
+                "bounds": bounds, "flag": flag, "after_training": after_training}
     return dataclasses.field(default=default, metadata=metadata)
 
 

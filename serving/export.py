@@ -102,24 +102,26 @@ TFLITE_FILES = {"float32": "model_float32.tflite", "dynamic_range": "model_dynam
 
 @dataclasses.dataclass(frozen=True)
 class ExportConfig(settings.Section):
-    """What the exported model answers with, and which files are written."""
+    """What the exported model answers with, and which files are written: none of it changes
+    the weights, so a finished run given other values is re-exported, not retrained."""
 
     top_k: int = setting(DEFAULT_TOP_K, "Artists the exported model returns per image.",
-                         bounds=(1, None))
-    export_tflite: bool = setting(False, "Also write float and quantised TFLite models.")
+                         bounds=(1, None), after_training=True)
+    export_tflite: bool = setting(False, "Also write float and quantised TFLite models.",
+                                  after_training=True)
     gallery_per_artist: int = setting(
         100, "Training paintings per artist kept in the SavedModel (embedding, file name, "
         f"{gallery_lib.THUMBNAIL_PX} px thumbnail) for the `similar` signature; 0: none.",
-        bounds=(0, None))
+        bounds=(0, None), after_training=True)
     target_precision: float = setting(
         0.9, "The 'unknown artist' rule: answer only where the top probability makes the "
         "answers kept on the validation split right this often; below it, `unknown`.",
-        bounds=(0.0, 1.0))
+        bounds=(0.0, 1.0), after_training=True)
     novelty_reject: float = setting(
         0.1, "The 'unknown artist' rule's distance test: paintings less like the gallery's "
         "training paintings than all but this share of the validation split are `unknown` "
         "whatever their probabilities (a painting by an artist the model never saw); "
-        "0: probabilities only. Needs the gallery.", bounds=(0.0, 0.5))
+        "0: probabilities only. Needs the gallery.", bounds=(0.0, 0.5), after_training=True)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,14 +12,32 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def benchmark(script: str) -> list[str]:
+    """The command that runs benchmarks/`script`, as its docstring says: a module of the
+    `benchmarks` package, from the repository's top."""
+    return [sys.executable, "-m", f"benchmarks.{os.path.splitext(script)[0]}"]
 
 
 def last_json(script: str, *flags: str) -> dict:
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script), *flags],
-                            env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    result = subprocess.run([*benchmark(script), *flags], env=ENV, cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def assert_results_file(path, printed: dict, script: str) -> None:
+    """--json_out holds the printed result with the command that made it, its commit and
+    machine (what tools/results.py builds tables from)."""
+    document = json.loads(path.read_text())
+    assert document["result"] == printed
+    assert document["benchmark"] == os.path.splitext(script)[0]
+    assert document["command"].startswith(f"python -m benchmarks.{document['benchmark']} ")
+    assert f"--json_out={path}" in document["command"]
+    assert document["machine"]["cores"] >= 1 and document["machine"]["python"]
+    assert document["commit"] is None or len(document["commit"].split("+")[0]) == 12
 
 
 def test_build_bench(tmp_path):
@@ -130,7 +148,7 @@ def test_recipe_compare_subsample_links_a_seeded_small_collection(tmp_path):
 
 
 def test_recipe_compare_reuses_a_finished_run_only_of_the_same_settings(tmp_path):
-    import configs
+    from artist_id import configs
     from benchmarks import recipe_compare
     from trainer import train_lib
 
@@ -161,7 +179,7 @@ def test_views_compare_reproduces_the_run_and_varies_only_its_views(trained_run)
     assert own["ece"] == pytest.approx(metrics["test_ece"], abs=1e-4)
     assert own["cost_ratio"] == 1.0 and all(f["cpu_ms_per_painting"] > 0
                                             for f in figures.values())
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "views_compare.py"),
+    result = subprocess.run([*benchmark("views_compare.py"),
                              f"--workdir={workdir}", "--views=epochs=3"],
                             env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode != 0 and "epochs changes training" in result.stderr
@@ -181,7 +199,7 @@ def test_views_compare_sizes_average_the_kept_weights_at_each_size(trained_run):
         assert figures[name]["ece"] == pytest.approx(metrics["test_ece"], abs=1e-4)
     assert figures[f"sizes={size}+{size}"]["views"] == 2
     # seed_cnn flattens its last feature maps: its weights fit one input size only.
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "views_compare.py"),
+    result = subprocess.run([*benchmark("views_compare.py"),
                              f"--workdir={workdir}", "--views=", f"--sizes={size}+{2 * size}"],
                             env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode != 0 and f"cannot run at {2 * size} px" in result.stderr
@@ -193,7 +211,7 @@ def test_app_bench(tiny_saved_model, tmp_path):
                         "--batch_sizes=1,2", "--requests_per_client=2", "--rounds=1",
                         "--num_images=6", "--cost_batch_size=2", "--cost_calls=1",
                         f"--json_out={out}")
-    assert json.loads(out.read_text()) == figures
+    assert_results_file(out, figures, "app_bench.py")
     rows = {(row["path"], row["batch"], row["clients"]): row for row in figures["rows"]}
     assert set(rows) == {(path, batch, 2) for path in ("server JSON", "in-process")
                          for batch in (1, 2)}
@@ -225,7 +243,7 @@ def test_open_set(tmp_path):
                         f"--workdir={tmp_path / 'work'}", "--held_out=1", f"--json_out={out}",
                         "--recipe=scratch", "--set=model=seed_cnn,image_size=32,batch_size=8,"
                         "epochs=1,warmup_epochs=0,gallery_per_artist=5")
-    assert json.loads(out.read_text()) == figures
+    assert_results_file(out, figures, "open_set.py")
     assert sorted(os.listdir(tmp_path / "work" / "source")) == sorted(
         set(counts) - set(figures["held_out"]))
     [held_out] = figures["held_out"]
@@ -326,7 +344,7 @@ def test_calibration_pool(tmp_path):
     # A report from before the totals were kept: what to do, not a traceback.
     old = tmp_path / "old.json"
     old.write_text(json.dumps({"calibration": {"ece": 0.1}}))
-    run = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "calibration_pool.py"),
+    run = subprocess.run([*benchmark("calibration_pool.py"),
                           f"--reports={old}"], env=ENV, cwd=ROOT, capture_output=True, text=True)
     assert run.returncode != 0 and "no calibration bin totals" in run.stderr
     assert "evaluate.py" in run.stderr and "Traceback" not in run.stderr

@@ -16,7 +16,7 @@ from PIL import Image
 
 import artist_tfds  # noqa: F401  Registers the builders.
 from artist_tfds import features as features_lib
-import configs
+from artist_id import configs
 import pipeline
 from serving import explain, export
 from serving import gallery as gallery_lib
@@ -91,8 +91,10 @@ def make_split(builder, split: str, *, training: bool, deterministic: bool = Tru
     """`pipeline.create_split` with DataConfig fields and other options as keywords.
 
     Training splits get `FULL_AUGMENT` (on `augment_on`) unless `augment` is given;
-    deterministic unless told otherwise, so tests can compare runs.
+    deterministic unless told otherwise, so tests can compare runs; one view of each
+    painting (not the declared multi-scale) unless `eval_scale` is given.
     """
+    options.setdefault("eval_scale", 0.0)
     data = pipeline.DataConfig(**{k: v for k, v in options.items() if k in DATA_FIELDS})
     rest = {k: v for k, v in options.items() if k not in DATA_FIELDS}
     if training and "augment" not in rest:

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-import configs
+from artist_id import configs
 from trainer import config as config_lib
 from trainer import efficientnet_lite, models, train_lib
 

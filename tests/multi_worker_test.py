@@ -36,7 +36,7 @@ def recording_train(config, workdir, builder):
     np.savez(weights_out, *[w.numpy() for w in model.trainable_weights])
     return model
 train_lib.train = recording_train
-import train
+from artist_id import train
 from absl import app
 app.run(train.main)
 """

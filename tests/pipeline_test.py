@@ -12,7 +12,7 @@ import tensorflow_datasets as tfds
 
 import pipeline
 from pipeline import augment, input_pipeline, ops
-from tools import memory
+from artist_id import memory
 from tests.conftest import encode, make_split
 
 GEOMETRY_OFF = dict(rotation=0.0, zoom=0.0, translate_height=0.0, translate_width=0.0,
@@ -402,7 +402,7 @@ def heap_mib():
             return (end - start) >> 20
     return 0
 if sys.argv[1:] == ["tune"]:
-    from tools import memory
+    from artist_id import memory
     assert memory.tune_malloc()
 libc = ctypes.CDLL(ctypes.util.find_library("c"))
 libc.malloc.restype = ctypes.c_void_p
@@ -429,7 +429,7 @@ def test_malloc_settings_take_effect_in_process_and_from_the_environment():
 
 def test_tune_malloc_has_an_escape_hatch():
     env = {**os.environ, "ARTIST_ID_DEFAULT_MALLOC": "1"}
-    assert subprocess.run([sys.executable, "-c", "from tools import memory; "
+    assert subprocess.run([sys.executable, "-c", "from artist_id import memory; "
                            "print(memory.tune_malloc())"], env=env, check=True,
                           capture_output=True, text=True).stdout.strip() == "False"
 

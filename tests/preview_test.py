@@ -3,7 +3,7 @@
 import numpy as np
 from PIL import Image
 
-from tools import preview
+from artist_id import preview
 
 
 def test_preview_writes_a_labelled_sheet_of_the_expected_size(tmp_path, tiny_builder):

@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 import uvicorn
 
-import serve
+from artist_id import serve
 from tests.conftest import ARTISTS, ROOT, encode, picture, png_header, run
 
 MODEL = "artist"

@@ -17,7 +17,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import flags
 
-import configs
+from artist_id import configs
 import pipeline
 from artist_tfds import features
 from pipeline import augment
@@ -25,124 +25,6 @@ from tests.conftest import ENV, ROOT, SKEWED_COUNTS, TINY, encode, tiny_config
 from trainer import callbacks as callbacks_lib
 from trainer import config as config_lib
 from trainer import models, optim, report, train_lib
-
-def test_original_recipe_is_the_original():
-    config = configs.resolve("original", {})
-    assert (config.model.name, config.data.image_size, config.data.batch_size,
-            config.training.epochs) == ("seed_cnn", 300, 32, 20)
-    optimizer = config.optimizer
-    assert (optimizer.name, optimizer.learning_rate, optimizer.momentum, optimizer.schedule,
-            optimizer.label_smoothing, optimizer.weight_decay) == ("rmsprop", 1e-3, 0.1,
-                                                                   "constant", 0.0, 0.0)
-    a = config.augment
-    assert (a.enabled, a.flip_horizontal, a.flip_vertical, a.rotation, a.zoom,
-            a.translate_height, a.translate_width, a.contrast) == (
-        True, True, True, 0.25, 0.2, 0.3, 0.2, 0.2)
-
-
-def test_default_recipe_is_the_declared_defaults():
-    # The declared defaults, plus 30 epochs, multi-scale inference (the pipeline's default is
-    # one size) and the cosine head (the declared one is dense, what runs before it had).
-    assert configs.recipe_values("default") == {"epochs": 30, "eval_scale": 1.4, "head": "cosine"}
-    assert configs.resolve("default", {}) == config_lib.TrainConfig().replace(
-        epochs=30, eval_scale=1.4, head="cosine")
-    assert pipeline.DataConfig().eval_scale == 0.0
-    model = config_lib.TrainConfig().model
-    assert (model.name, model.backbone, model.weights, model.head) == (
-        "backbone", "efficientnet_lite0", "imagenet", "dense")
-    assert configs.resolve("finetune", {}) == config_lib.TrainConfig(recipe="finetune").replace(
-        epochs=30, eval_scale=1.4, head="cosine")
-    scratch = configs.resolve("scratch", {})
-    assert (scratch.model.name, scratch.model.weights, scratch.training.freeze_epochs,
-            scratch.model.head) == ("resnet_small", "none", 0, "dense")
-    assert configs.resolve("original", {}).model.head == "dense"
-
-
-def test_flags_override_recipe_and_recipe_is_recorded():
-    config = configs.resolve("original", {"epochs": 3, "image_size": 64})
-    assert (config.recipe, config.training.epochs, config.data.image_size) == ("original", 3, 64)
-    assert config.model.name == configs.recipe_values("original")["model"]
-    assert config_lib.from_dict(config.to_dict()) == config
-    assert config.replace(seed=4).run.seed == 4 and config.replace(seed=4).recipe == "original"
-
-
-def test_a_saved_config_without_a_newer_setting_keeps_what_it_meant():
-    # eval_scale and head came later, 1.4 and cosine in the default recipe; a config.json
-    # without them ran one size with a dense head.
-    document = configs.resolve("default", {"seed": 3}).to_dict()
-    assert document["data"].pop("eval_scale") == 1.4
-    assert document["model"].pop("head") == "cosine"
-    assert config_lib.from_dict(document).data.eval_scale == 0.0
-    assert config_lib.from_dict(document).model.head == "dense"
-    assert config_lib.from_dict(document).run.seed == 3
-    original = configs.resolve("original", {}).to_dict()
-    del original["data"]["eval_scale"]
-    assert config_lib.from_dict(original).model.name == "seed_cnn"
-
-
-def test_flags_are_generated_from_the_declarations():
-    values = flags.FlagValues()
-    config_lib.define_flags({name: configs.recipe_values(name) for name in configs.RECIPES},
-                            values)
-    assert values["model"].parser.enum_values == list(models.MODELS)
-    assert values["balance"].parser.enum_values == list(pipeline.balance.MODES)
-    assert values["augment_on"].parser.enum_values == ["host", "device"]
-    assert ("[model; default=backbone, scratch=resnet_small, original=seed_cnn, finetune=backbone]"
-            in values["model"].help)
-    values(["train.py", "--image_size=64", "--noaugment", "--optimizer=sgd"])
-    given = config_lib.given_flags(values)
-    assert given == {"image_size": 64, "augment": False, "optimizer": "sgd"}
-    config = configs.resolve("default", given)
-    assert (config.data.image_size, config.augment.enabled, config.optimizer.name) == (
-        64, False, "sgd")
-    with pytest.raises(flags.IllegalFlagValueError, match="image_size"):
-        values(["train.py", "--image_size=8"])  # Below the declared bound.
-    with pytest.raises(flags.IllegalFlagValueError, match="resize_mode"):
-        values(["train.py", "--resize_mode=squash"])
-
-
-@pytest.mark.parametrize("overrides, message", [
-    ({"weights": "imagenet"}, "--weights=imagenet needs --model=backbone"),
-    ({"warmup_epochs": 2}, "--warmup_epochs needs --schedule=cosine"),
-    ({"schedule": "cosine", "warmup_epochs": 20}, "must be below --epochs"),
-    ({"model": "backbone", "freeze_epochs": 2}, "random, frozen backbone"),
-    ({"freeze_epochs": 2}, "--freeze_epochs needs --model=backbone"),
-    ({"optimizer": "adagrad"}, "--optimizer=adagrad"),
-    ({"label_smoothing": 1.0}, "--label_smoothing"),
-    ({"deterministic": True, "tf_data_service": "grpc://localhost:5000"}, "--deterministic"),
-    ({"margin": 0.2}, "--margin=0.2 is a cosine margin: it needs --head=cosine"),
-    ({"margin": 0.2, "head": "cosine", "logit_norm": 0.04}, "pick one"),
-])
-def test_bad_combinations_fail_with_one_line(overrides, message):
-    with pytest.raises(config_lib.ConfigError, match=message.replace("(", r"\(")) as error:
-        configs.resolve("original", overrides)
-    assert "\n" not in str(error.value)
-
-
-def test_missing_weights_file_stops_the_run_before_it_starts(tmp_path):
-    config = configs.resolve("default", {"model": "backbone", "weights": "/no/such/file.h5"})
-    with pytest.raises(config_lib.ConfigError, match="not 'imagenet', 'none' or an existing"):
-        train_lib.train_and_evaluate(config, str(tmp_path / "run"))
-    assert not os.path.exists(tmp_path / "run")  # Nothing written.
-
-
-def test_unknown_setting():
-    with pytest.raises(config_lib.ConfigError, match="unknown settings: colour"):
-        configs.resolve("default", {"colour": "blue"})
-
-
-def test_name_value_settings_are_typed_by_their_declarations():
-    assert config_lib.parse_assignments(
-        ["weights=none", "data_dir=none", "image_size=64", "augment=false", "mixup=0.2"]) == {
-        "weights": "none", "data_dir": None, "image_size": 64, "augment": False, "mixup": 0.2}
-    with pytest.raises(config_lib.ConfigError, match="unknown setting 'colour'"):
-        config_lib.parse_assignments(["colour=blue"])
-
-
-def test_unknown_recipe():
-    with pytest.raises(config_lib.ConfigError, match="--recipe=fancy"):
-        configs.resolve("fancy", {})
-
 
 @pytest.mark.parametrize("name,options", [("seed_cnn", {}), ("resnet_small", {}),
                                           ("resnet_small", {"pooling": "mean_std"}),
@@ -288,7 +170,7 @@ PAUSED_TRAIN = """
 import os, sys, time
 import keras
 from absl import app
-import train
+from artist_id import train
 from trainer import callbacks as callbacks_lib
 
 class PauseAfterSecondEpoch(keras.callbacks.Callback):

@@ -3,10 +3,10 @@
 Each setting is declared once, with `pipeline.settings.setting` (type,
 default, bounds or choices, help): the pipeline's `DataConfig` and
 `AugmentConfig`, `models.ModelConfig`, `optim.OptimizerConfig`,
-`export.ExportConfig`, and the two sections below. Defaults are the
-project's `default` recipe; `configs/` holds recipes as overrides of them.
-Command-line flags (one flat `--name` per setting, as `train.py` has
-always had), `--help` and range checks all derive from the declarations.
+`export.ExportConfig`, and the two sections below. The declared defaults are
+the project's `default` recipe; `artist_id/configs/` holds the other recipes
+as overrides of them. Command-line flags (one flat `--name` per setting),
+`--help`, `--print_config` and range checks all derive from the declarations.
 """
 
 import dataclasses
@@ -29,7 +29,7 @@ STRATEGIES = ("default", "mirrored", "multi_worker")
 class TrainingConfig(settings.Section):
     """How long training runs, in phases, and when it stops early."""
 
-    epochs: int = setting(10, "Passes over the training split (at most, with "
+    epochs: int = setting(30, "Passes over the training split (at most, with "
                           "--cpu_budget_seconds or --early_stopping_patience).", bounds=(1, None))
     freeze_epochs: int = setting(1, "Backbone: epochs training the head alone before "
                                  "unfreezing everything.", bounds=(0, None))
@@ -155,10 +155,31 @@ def from_flat(values: dict, *, recipe: str = "default") -> TrainConfig:
     return TrainConfig(recipe=recipe, **built)
 
 
-def from_dict(document: dict) -> TrainConfig:
-    """A TrainConfig from `config.json`: nested (this version) or flat (before sections).
+# What a config.json written before a setting existed meant by leaving it out: the
+# behaviour of that version, where today's declared default differs from it. A
+# default that changes adds its old value here, so old runs rebuild what they trained.
+LEGACY_VALUES = {
+    "head": "dense",  # Before the cosine head.
+    "eval_scale": 0.0,  # Before multi-scale inference: one size.
+    "bn_momentum": 0.99,  # Before batch-norm momentum was matched to steps per epoch.
+    "select_by": "val_accuracy",  # Before checkpoints were selected by validation loss.
+    "gallery_per_artist": 0,  # Before the similar-paintings gallery.
+    "target_precision": 0.0,  # Before the "unknown artist" rule: every painting answered.
+    "novelty_reject": 0.0,  # Before the rule's distance test.
+}
 
-    Settings since removed are skipped.
+
+def after_training_settings() -> frozenset[str]:
+    """Flag names of the settings that shape only evaluation and export, not the weights."""
+    return frozenset(name for name, (_, field) in setting_fields().items()
+                     if field.metadata.get("after_training"))
+
+
+def from_dict(document: dict) -> TrainConfig:
+    """A TrainConfig from `config.json`: nested (sections) or flat (before sections).
+
+    Settings since removed are skipped; settings the file predates take their
+    `LEGACY_VALUES`, else the declared default.
     """
     recipe = document.get("recipe", "default")
     if any(isinstance(document.get(section), dict) for section in sections()):
@@ -169,7 +190,21 @@ def from_dict(document: dict) -> TrainConfig:
                          if k in by_field})
     else:
         flat = {k: v for k, v in document.items() if k in setting_fields()}
-    return from_flat(flat, recipe=recipe)
+    return from_flat({**LEGACY_VALUES, **flat}, recipe=recipe)
+
+
+def describe(config: TrainConfig, *, marked: dict | None = None) -> str:
+    """The whole resolved config, a section a block, one `name = value` a line; settings
+    in `marked` (e.g. what the recipe sets) end with `# <recipe>`, flags given `# flag`."""
+    marked = marked or {}
+    flat, lines = to_flat(config), [f"# recipe: {config.recipe}"]
+    for section, kind in sections().items():
+        lines.append(f"[{section}]")
+        for field in dataclasses.fields(kind):
+            name = settings.flag_name(field)
+            note = f"  # {marked[name]}" if name in marked else ""
+            lines.append(f"{name} = {flat[name]!r}{note}")
+    return "\n".join(lines)
 
 
 def parse_assignments(assignments: list[str]) -> dict:

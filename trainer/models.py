@@ -204,7 +204,7 @@ class ModelConfig(settings.Section):
     dropout: float = setting(0.2, "Dropout before the classifier (resnet_small, backbone).",
                              bounds=(0.0, 0.99))
     head: str = setting(
-        "dense", "The classifier on the embedding: dense (a linear layer), or cosine (16 x "
+        "cosine", "The classifier on the embedding: dense (a linear layer), or cosine (16 x "
         "the cosine similarity to one learnt direction per artist: only the embedding's "
         "direction decides, not its length).", choices=HEADS)
     pooling: str = setting(

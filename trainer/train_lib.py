@@ -44,12 +44,9 @@ def read_config(workdir: str) -> TrainConfig:
 
 
 # What `prepare_workdir` finds: a run to train (new, or interrupted: resumed), this run
-# finished, or this run finished with other FINISH_SETTINGS (re-evaluated, re-exported).
+# finished, or this run finished with other settings that act only after training
+# (`config_lib.after_training_settings`): its kept weights re-evaluated and re-exported.
 TRAIN, FINISHED, REFINISH = "train", "finished", "refinish"
-# Settings that shape only what a finished run reports and exports, not its weights: a
-# rerun with other values re-evaluates and re-exports the kept weights, no training.
-FINISH_SETTINGS = frozenset({"eval_crops", "test_flips", "eval_scale", "top_k", "export_tflite",
-                             "gallery_per_artist", "target_precision", "novelty_reject"})
 
 
 def prepare_workdir(config: TrainConfig, workdir: str, *, overwrite: bool) -> str:
@@ -62,7 +59,7 @@ def prepare_workdir(config: TrainConfig, workdir: str, *, overwrite: bool) -> st
         previous = config_lib.to_flat(read_config(workdir))
         current = config_lib.to_flat(config)
         changed = sorted(k for k in current if previous.get(k) != current[k])
-        if not set(changed) <= FINISH_SETTINGS:
+        if not set(changed) <= config_lib.after_training_settings():
             raise WorkdirError(
                 f"{workdir} holds a run with a different configuration "
                 f"(differs in: {', '.join(changed)}); use another --workdir or pass --overwrite")

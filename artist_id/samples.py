@@ -1,8 +1,8 @@
 """Writes a few stored images of a split to a folder, named after their artist.
 
-    python -m tools.samples --dataset=sample_paintings --split=test --per_artist=1 --out=DIR
+    artist-id samples --dataset=sample_paintings --split=test --per_artist=1 --out=DIR
 
-Handy for trying `predict.py` on paintings the model never trained on.
+Handy for trying `artist-id predict` on paintings the model never trained on.
 """
 
 import collections
@@ -53,7 +53,7 @@ def main(argv):
     try:
         builder = pipeline.load_builder(FLAGS.dataset, data_dir=FLAGS.data_dir)
     except pipeline.DatasetError as e:
-        sys.exit(f"samples: error: {e}")
+        sys.exit(f"artist-id samples: error: {e}")
     paths = write_samples(builder, FLAGS.split, FLAGS.out, per_artist=FLAGS.per_artist)
     print(f"Wrote {len(paths)} images to {FLAGS.out}")
 

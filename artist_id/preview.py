@@ -1,6 +1,6 @@
 """A contact sheet of training augmentation: each painting as stored, then `n` augmented versions.
 
-    python -m tools.preview --dataset=sample_paintings --split=train --n=5 --out=preview.png
+    artist-id preview --dataset=sample_paintings --split=train --n=5 --out=preview.png
 
 One row per painting (the first `--paintings` of the split, one artist each
 where possible), labelled with the artist's name: the stored image resized

@@ -1,0 +1,52 @@
+"""`artist-id COMMAND [flags]`: one console command for every entry point.
+
+Each command is the same absl `main` as the script of its name at the
+repository's top (`artist-id train` is `python train.py`); `--help` after a
+command lists its flags. Only the named command's module is imported, so its
+flags are the only ones defined.
+"""
+
+import importlib
+import os
+import sys
+
+from absl import app
+
+PROG = "artist-id"
+# command -> (module, flags put before the user's, what it does).
+COMMANDS = {
+    "train": ("artist_id.train", (), "train a model on a TFDS dataset into a work directory"),
+    "evaluate": ("artist_id.evaluate", (), "evaluate an exported model on a dataset split"),
+    "predict": ("artist_id.predict", (), "name the artist of image files with a SavedModel"),
+    "serve": ("artist_id.serve", (), "the web app and TensorFlow Serving's REST API"),
+    "info": ("artist_id.predict", ("--info",), "what a SavedModel knows about itself"),
+    "samples": ("artist_id.samples", (), "write a few paintings of a split to a folder"),
+    "preview": ("artist_id.preview", (), "a contact sheet of the training augmentation"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"usage: {PROG} COMMAND [flags]   ({PROG} COMMAND --help lists its flags)", "",
+             "commands:"]
+    lines += [f"  {name:<{width}}  {text}" for name, (_, _, text) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def run(argv: list[str] | None = None) -> None:
+    """The console script's entry point."""
+    argv = list(sys.argv if argv is None else argv)
+    if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
+        print(usage())
+        sys.exit(0 if len(argv) >= 2 else 2)
+    name = argv[1]
+    if name not in COMMANDS:
+        sys.exit(f"{PROG}: unknown command {name!r}\n\n{usage()}")
+    module_name, preset, _ = COMMANDS[name]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's start-up notes: off.
+    module = importlib.import_module(module_name)
+    app.run(module.main, argv=[f"{PROG} {name}", *preset, *argv[2:]])
+
+
+if __name__ == "__main__":
+    run()

@@ -79,7 +79,7 @@ results: $(VENV)/.installed
 # Re-resolve the pins: the newest versions within setup.cfg's ranges, in a fresh venv
 # on $(PYTHON) (use 3.11, the floor). Keeps constraints.txt's comment header and
 # rewrites the rest; lines with a python_version marker must be put back by hand.
-# Then run `make test` on 3.11, 3.12 and 3.13 (BUILD.md).
+# Then run `make test` on 3.11, 3.12 and 3.13 (docs/building.md).
 LOCK_VENV := .venv-lock
 lock:
 	@[ -n "$(PYTHON)" ] || { echo "No supported Python found; name one: make lock PYTHON=..." >&2; exit 1; }

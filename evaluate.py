@@ -3,9 +3,7 @@
 The command itself is `artist_id/evaluate.py`; this file runs it from a clone.
 """
 
-from absl import app
-
-from artist_id import evaluate
+from artist_id import cli, evaluate
 
 if __name__ == "__main__":
-    app.run(evaluate.main)
+    cli.run_command(evaluate)

@@ -3,9 +3,7 @@
 The command itself is `artist_id/predict.py`; this file runs it from a clone.
 """
 
-from absl import app
-
-from artist_id import predict
+from artist_id import cli, predict
 
 if __name__ == "__main__":
-    app.run(predict.main)
+    cli.run_command(predict)

@@ -3,9 +3,7 @@
 The command itself is `artist_id/serve.py`; this file runs it from a clone.
 """
 
-from absl import app
-
-from artist_id import serve
+from artist_id import cli, serve
 
 if __name__ == "__main__":
-    app.run(serve.main)
+    cli.run_command(serve)

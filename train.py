@@ -3,9 +3,7 @@
 The command itself is `artist_id/train.py`; this file runs it from a clone.
 """
 
-from absl import app
-
-from artist_id import train
+from artist_id import cli, train
 
 if __name__ == "__main__":
-    app.run(train.main)
+    cli.run_command(train)

@@ -10,7 +10,7 @@ import importlib
 import os
 import sys
 
-from absl import app
+from absl import app, flags
 
 PROG = "artist-id"
 # command -> (module, flags put before the user's, what it does).
@@ -33,6 +33,17 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def run_command(module, argv: list[str] | None = None) -> None:
+    """`app.run(module.main)`, with `--help` showing the command's docstring and flags
+    (absl shows those of `__main__`: a script or console wrapper over the command)."""
+    main = sys.modules["__main__"]
+    main.__doc__ = module.__doc__
+    for flag in flags.FLAGS.get_key_flags_for_module(module.__name__):
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's start-up notes: off.
+    app.run(module.main, argv=argv)
+
+
 def run(argv: list[str] | None = None) -> None:
     """The console script's entry point."""
     argv = list(sys.argv if argv is None else argv)
@@ -43,9 +54,8 @@ def run(argv: list[str] | None = None) -> None:
     if name not in COMMANDS:
         sys.exit(f"{PROG}: unknown command {name!r}\n\n{usage()}")
     module_name, preset, _ = COMMANDS[name]
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's start-up notes: off.
-    module = importlib.import_module(module_name)
-    app.run(module.main, argv=[f"{PROG} {name}", *preset, *argv[2:]])
+    run_command(importlib.import_module(module_name),
+                argv=[f"{PROG} {name}", *preset, *argv[2:]])
 
 
 if __name__ == "__main__":

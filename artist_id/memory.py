@@ -6,7 +6,7 @@ fresh `mmap` whose ~8,400 pages fault in one by one and are unmapped again
 when the batch is freed. `tune_malloc` serves large blocks from the heap
 instead and keeps freed memory for reuse, with few arenas so that the memory
 kept stays bounded (`benchmarks/pipeline_bench.py --notune_malloc` measures
-the difference; README: speed and accuracy).
+the difference; docs/pipeline.md).
 
 Call it once, early, from an entry point (`train.py`, the benchmarks), not
 from library code: it changes `malloc` for the whole process. A no-op where
@@ -14,8 +14,7 @@ the C library is not glibc.
 
 Processes this project does not start (TensorFlow Serving, a script that
 loads the SavedModel, `predict.py`) get the same settings from the
-environment: `GLIBC_TUNABLES` below is the value to export (README: serve and
-predict).
+environment: `GLIBC_TUNABLES` below is the value to export (docs/serving.md).
 """
 
 import ctypes

@@ -294,7 +294,7 @@ def start_server(model_dir: str, model_name: str, log_path: str,
                  extra_args: list[str]) -> tuple[subprocess.Popen, str]:
     """serve.py in a subprocess on a free port, once it answers; (process, URL)."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, os.path.join(ROOT, "serve.py"), f"--model_dir={model_dir}",

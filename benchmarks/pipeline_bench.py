@@ -212,6 +212,7 @@ def main(argv):
                   f"{cpu_ms:.2f} CPU ms/image", flush=True)
     for s in stages:
         summary[s] = round(statistics.median(rates[s]), 1)
+        summary[f"{s}_cpu_ms"] = round(statistics.median(cpus[s]), 3)
         cold = cold_first if s == "d" and cold_first else firsts[s][0]
         firsts[s][0] = cold
         print(f"({s}) {LABELS[s]}: {summary[s]:.0f} images/s (median of {FLAGS.rounds}), "

@@ -208,11 +208,18 @@ def finished_run(workdir: str, config) -> dict | None:
         return json.load(f)
 
 
+# The test report's calibration and "unknown artist" figures each run also keeps.
+REPORTED = ("temperature", "ece_before", "ece", "ece_floor", "nll_before", "nll", "coverage",
+            "accuracy_answered")
+
+
 def summary(metrics: dict) -> dict:
     return {"test_accuracy": round(metrics["test_accuracy"], 4),
             "macro_f1": round(metrics["test_macro_f1"], 4),
             "seconds": metrics["train_seconds"], "cpu_seconds": metrics["train_cpu_seconds"],
-            "epochs": metrics["epochs_run"]}
+            "epochs": metrics["epochs_run"],
+            **{key: round(metrics[f"test_{key}"], 4) for key in REPORTED
+               if metrics.get(f"test_{key}") is not None}}
 
 
 def variants() -> dict[str, tuple[str, dict]]:

@@ -95,7 +95,9 @@ def run_stage(stage: str, size: int) -> int:
     model = models.create_model("resnet_small", num_classes=pipeline.num_classes(builder),
                                 image_size=FLAGS.image_size)
     predict = tf.function(lambda images: model(images, training=False))
-    data = pipeline.DataConfig(image_size=FLAGS.image_size, batch_size=INFER_BATCH)
+    # One view of each painting: the cost curve of the network at one size.
+    data = pipeline.DataConfig(image_size=FLAGS.image_size, batch_size=INFER_BATCH,
+                               eval_scale=0.0)
     count = 0
     for split in builder.info.splits:
         for images, _ in pipeline.create_split(builder, split, data, training=False):
@@ -109,9 +111,10 @@ def measure(stage: str, size: int) -> dict:
     which every size pays alike), of the whole process, its images and peak RSS."""
     start = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__), f"--stage={stage}", f"--size={size}",
-         f"--workdir={FLAGS.workdir}", f"--image_size={FLAGS.image_size}",
-         f"--batch_size={FLAGS.batch_size}"], stdout=subprocess.PIPE, text=True)
+        [sys.executable, "-m", "benchmarks.scale_bench", f"--stage={stage}", f"--size={size}",
+         f"--workdir={os.path.abspath(FLAGS.workdir)}", f"--image_size={FLAGS.image_size}",
+         f"--batch_size={FLAGS.batch_size}"], stdout=subprocess.PIPE, text=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     output = process.stdout.read()
     _, status, usage = os.wait4(process.pid, 0)
     process_seconds = time.perf_counter() - start

@@ -12,7 +12,7 @@ Images travel as one flat run of pixels each ([N, C] plus per-image offsets
 and sizes), so a batch can hold decoded paintings of different sizes with no
 padding; every sample reflects inside its own painting. The resampling is
 written as gathers and compiled with XLA: on CPU much cheaper than
-`ImageProjectiveTransformV3` (README: speed), which also could not reflect at
+`ImageProjectiveTransformV3` (docs/pipeline.md), which also could not reflect at
 each image's own bounds.
 
 Two paths share this code: `random_resized_augment` (host: decoded paintings

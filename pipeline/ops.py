@@ -52,7 +52,7 @@ def decode_for_size(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
 
     libjpeg's scaled inverse DCT is the cheapest antialiased shrink there is
     (it skips part of the decode; entropy decoding stays), and the area resize
-    then averages 4-64x fewer pixels (README: serving large photos). The
+    then averages 4-64x fewer pixels (docs/serving.md). The
     shorter side stays >=
     JPEG_REDUCING_GAP x image_size. Other formats, and JPEGs less than
     4 x image_size on their shorter side, decode at full size.

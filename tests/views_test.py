@@ -77,7 +77,9 @@ def test_views_settings_are_checked():
         pipeline.DataConfig(crop_scale=0.5)
     with pytest.raises(pipeline.settings.ConfigError, match="eval_crops"):
         pipeline.DataConfig(eval_crops=views_lib.MAX_CROPS + 1)
-    data = pipeline.DataConfig(eval_crops=2, test_flips=True)
+    with pytest.raises(pipeline.settings.ConfigError, match="--eval_scale=0, one size, for crops"):
+        pipeline.DataConfig(eval_crops=2)  # The declared multi-scale inference, and crops.
+    data = pipeline.DataConfig(eval_crops=2, test_flips=True, eval_scale=0.0)
     assert data.views.count == 6 and data.single_view().views.count == 1
 
 
@@ -121,9 +123,9 @@ def test_crops_of_a_small_square_repeat_it_and_are_flagged_so(tiny_builder):
              for data in pipeline.encoded_images(tiny_builder, "test")]
     squares = sum(width == height for width, height in sizes)
     assert 0 < squares < len(sizes)
-    data = pipeline.DataConfig(dataset=TINY, image_size=512, eval_crops=2)
+    data = pipeline.DataConfig(dataset=TINY, image_size=512, eval_crops=2, eval_scale=0.0)
     assert pipeline.crops_repeating_whole(tiny_builder, "test", data) == squares / len(sizes)
-    small = pipeline.DataConfig(dataset=TINY, image_size=128, eval_crops=2)
+    small = pipeline.DataConfig(dataset=TINY, image_size=128, eval_crops=2, eval_scale=0.0)
     assert pipeline.crops_repeating_whole(tiny_builder, "test", small) == 0.0
 
 

@@ -56,11 +56,11 @@ class RunConfig(settings.Section):
     jit_compile: bool = setting(False, "Compile the training step with XLA.")
     strategy: str = setting("default", "default (one device), mirrored (all local GPUs) or "
                             "multi_worker (every worker of the TF_CONFIG cluster runs the same "
-                            "command; README: Multi-worker training).", choices=STRATEGIES)
+                            "command; docs/scaling.md).", choices=STRATEGIES)
     sync_batch_norm: bool = setting(
         True, "multi_worker: batch-norm statistics over the global batch, so moving averages "
         "stay equal on every worker; false keeps them per worker (no collective per layer: "
-        "faster, README: Multi-worker training).")
+        "faster, docs/scaling.md).")
     deterministic: bool = setting(False, "Deterministic ops and input order: the same flags and "
                                   "seed give the same run (slower).")
     seed: int = setting(0, "Seed for initialisation, shuffling and augmentation.")

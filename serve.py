@@ -3,9 +3,12 @@
 The command itself is `artist_id/serve.py`; this file runs it from a clone.
 """
 
-from absl import app
+from absl import app, flags
 
 from artist_id import serve
+
+# --help lists the flags of the main module: this file's, which are the command's.
+flags.adopt_module_key_flags(serve)
 
 if __name__ == "__main__":
     app.run(serve.main)

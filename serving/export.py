@@ -1,6 +1,7 @@
 """SavedModel and TFLite export: encoded bytes or pixels in, artist names and probabilities out.
 
-Signatures of the SavedModel (`saved_model_cli show --all --dir DIR` lists them):
+Signatures of the SavedModel, the methods of `ServingModule` (`saved_model_cli show --all
+--dir DIR` lists them):
 
 * `serving_default`: `images` tf.string [batch] of encoded JPEG, PNG, GIF (first
   frame) or BMP -> `probabilities` float32 [batch, artists], `top_k_ids` int32
@@ -345,7 +346,7 @@ class ServingModule(tf.Module):
                  artist_names: list[str], document: dict,
                  gallery: gallery_lib.Gallery | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS):
-        super().__init__(name="artist_id")
+        super().__init__(name="signatures")
         if views.resize_mode not in ops.RESIZE_MODES:
             raise ValueError(f"resize_mode must be one of {ops.RESIZE_MODES}, "
                              f"got {views.resize_mode!r}")

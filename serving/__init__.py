@@ -1,2 +1,3 @@
-"""Serving: the SavedModel's signatures, request checks and export. Imports the
-pipeline's preprocessing and a trained Keras model, never the training loop."""
+"""Serving: the SavedModel's signatures, request checks and export, and the parts of a server
+for it (batcher, REST codec, pages). Imports the pipeline's preprocessing and a trained Keras
+model, never the training loop."""

@@ -1,6 +1,7 @@
 """SavedModel and TFLite export: encoded bytes or pixels in, artist names and probabilities out.
 
-Signatures of the SavedModel (`saved_model_cli show --all --dir DIR` lists them):
+Signatures of the SavedModel, the methods of `ServingModule` (`saved_model_cli show --all
+--dir DIR` lists them):
 
 * `serving_default`: `images` tf.string [batch] of encoded JPEG, PNG, GIF (first
   frame) or BMP -> `probabilities` float32 [batch, artists], `top_k_ids` int32
@@ -77,7 +78,8 @@ import tensorflow as tf
 from pipeline import ops, settings
 from pipeline import views as views_lib
 from pipeline.settings import setting
-from serving import abstention, explain, request_checks
+from serving import abstention, request_checks
+from serving import explain as explain_lib
 from serving import gallery as gallery_lib
 
 SERVING_INPUT = request_checks.SERVING_INPUT
@@ -128,19 +130,18 @@ class ExportConfig(settings.Section):
 class Answer:
     """How logits become the served answer: calibration, top k, abstention."""
 
-    artists: tf.Tensor  # tf.string [artists]
-    top_k: int
+    top_k: int = DEFAULT_TOP_K
     temperature: float = 1.0
     min_confidence: float = 0.0
-    min_familiarity: float | None = None  # The distance test (needs `familiarity`); None: off.
+    min_familiarity: float | None = None  # The distance test (needs a gallery); None: off.
 
     def probabilities(self, logits: tf.Tensor) -> tf.Tensor:
         return tf.nn.softmax(tf.cast(logits, tf.float32) / self.temperature, axis=-1)
 
-    def outputs(self, probabilities: tf.Tensor, familiarity: tf.Tensor | None = None
-                ) -> dict[str, tf.Tensor]:
-        """Probabilities (and, with a gallery, familiarity) -> them, the top-k artists and
-        `unknown` (`serving.abstention`); shared by every endpoint."""
+    def outputs(self, probabilities: tf.Tensor, artists: tf.Tensor,
+                familiarity: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+        """Probabilities (and, with a gallery, familiarity) -> them, the top-k of `artists`
+        and `unknown` (`serving.abstention`); shared by every endpoint."""
         top = tf.math.top_k(probabilities, k=self.top_k)
         unknown = abstention.is_unknown(top.values[:, 0], min_confidence=self.min_confidence,
                                         familiarity=familiarity,
@@ -148,7 +149,7 @@ class Answer:
         return {
             "probabilities": probabilities,
             "top_k_ids": top.indices,
-            "top_k_artists": tf.gather(self.artists, top.indices),
+            "top_k_artists": tf.gather(artists, top.indices),
             "top_k_probabilities": top.values,
             "unknown": unknown,
             **({} if familiarity is None else {"familiarity": familiarity}),
@@ -165,17 +166,14 @@ def _views_shape(spec: views_lib.Views) -> list[int]:
     return square if spec.pixel_count == 1 else [spec.pixel_count, *square]
 
 
-def decode_batch(
-    images: tf.Tensor, *, image_size: int, resize_mode: str, max_pixels: int = DEFAULT_MAX_PIXELS,
-    views: views_lib.Views | None = None,
-) -> tf.Tensor:
+def decode_batch(images: tf.Tensor, spec: views_lib.Views, *,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> tf.Tensor:
     """Encoded images [batch] -> uint8 [batch, size, size, 3], as `ops.decode_resized` makes them;
-    with multi-crop `views`, uint8 [batch, V, size, size, 3] as `pipeline.views.decode` makes them.
+    with multi-crop views, uint8 [batch, V, size, size, 3] as `pipeline.views.decode` makes them.
 
     The header checks already read each JPEG's size, so the scale libjpeg
     decodes at (`ops.jpeg_ratio_index`) is chosen for the whole batch at once.
     """
-    spec = views or views_lib.Views(image_size, resize_mode)
     images, is_jpeg, shapes = request_checks.check_encoded(images, max_pixels=max_pixels)
     if spec.decode_size is None:  # Crops of the painting's own pixels: decoded whole.
         ratio_index = tf.zeros_like(is_jpeg, tf.int32)
@@ -192,29 +190,28 @@ def decode_batch(
                      fn_output_signature=tf.TensorSpec(_views_shape(spec), tf.uint8))
 
 
-def resize_batch(pixels: tf.Tensor, *, image_size: int, resize_mode: str,
-                 views: views_lib.Views | None = None) -> tf.Tensor:
+def resize_batch(pixels: tf.Tensor, spec: views_lib.Views) -> tf.Tensor:
     """uint8 [batch, h, w, 3] of any size -> uint8 [batch, size, size, 3] (with multi-crop
-    `views`, [batch, V, size, size, 3]; with multi-scale, at its larger size)."""
+    views, [batch, V, size, size, 3]; with multi-scale, at its larger size)."""
     shape = tf.shape(pixels)
     with tf.control_dependencies([tf.debugging.assert_positive(
             shape[1:3], message=f"{PIXELS_INPUT}: images must be at least 1x1 pixels")]):
         pixels = tf.identity(pixels)
-    image_size = views.size if views is not None else image_size
-    if views is not None and views.pixel_count > 1:
-        return tf.map_fn(lambda image: views_lib.views(image, views), pixels,
+    if spec.pixel_count > 1:
+        return tf.map_fn(lambda image: views_lib.views(image, spec), pixels,
                          parallel_iterations=DECODE_PARALLELISM,
-                         fn_output_signature=tf.TensorSpec(_views_shape(views), tf.uint8))
+                         fn_output_signature=tf.TensorSpec(_views_shape(spec), tf.uint8))
+    size = spec.size
 
     def resize_each() -> tf.Tensor:
-        return tf.map_fn(lambda image: ops.resize(image, image_size, mode=resize_mode), pixels,
+        return tf.map_fn(lambda image: ops.resize(image, size, mode=spec.resize_mode), pixels,
                          parallel_iterations=DECODE_PARALLELISM,
-                         fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.uint8))
+                         fn_output_signature=tf.TensorSpec([size, size, 3], tf.uint8))
 
-    already_sized = tf.logical_and(tf.equal(shape[1], image_size), tf.equal(shape[2], image_size))
+    already_sized = tf.logical_and(tf.equal(shape[1], size), tf.equal(shape[2], size))
     # Already the model's size: resizing would be the identity, so skip its cost.
     resized = tf.cond(already_sized, lambda: tf.identity(pixels), resize_each)
-    return tf.ensure_shape(resized, [None, image_size, image_size, 3])
+    return tf.ensure_shape(resized, [None, size, size, 3])
 
 
 def quantize_float_pixels(pixels: tf.Tensor) -> tf.Tensor:
@@ -244,67 +241,219 @@ def _dataset_fields(dataset) -> dict:
     return fields
 
 
+def _preprocessing(spec: views_lib.Views, max_pixels: int) -> dict:
+    image_size, resize_mode = spec.image_size, spec.resize_mode
+    return {
+        "decode": ("tf.io.decode_image, 3 channels, first GIF frame; a JPEG at 1/2, 1/4 or "
+                   "1/8 scale (libjpeg) when its shorter side stays >= "
+                   f"{ops.JPEG_REDUCING_GAP * image_size} px"),
+        "resize": (f"{resize_mode} to {image_size}x{image_size}: area-averaged where it shrinks, "
+                   "bilinear where it grows, rounded to uint8"),
+        "rescale": "float32 = uint8 / 255, values in [0, 1]",
+        "accepted_formats": SUPPORTED_FORMATS,
+        "max_pixels": max_pixels,
+    }
+
+
+def _signature_texts(similar_k: int) -> dict:
+    return {
+        "serving_default": f"{SERVING_INPUT}: tf.string [batch] encoded {SUPPORTED_FORMATS}",
+        "serve_pixels": f"{PIXELS_INPUT}: uint8 [batch, height, width, 3], 0-255",
+        "serve_float_pixels": f"{PIXELS_INPUT}: float32 [batch, height, width, 3], [0, 1]",
+        "embed": f"{SERVING_INPUT} -> embeddings [batch, D], L2-normalised",
+        "explain": f"{SERVING_INPUT} -> Grad-CAM heatmaps [batch, h, w] of the top-1 artist",
+        "explain_artist": f"{SERVING_INPUT}, {ARTIST_IDS_INPUT} int32 [batch] -> heatmaps "
+                          "of those artists",
+        **({"similar": f"{SERVING_INPUT} -> the {similar_k} most similar training "
+                       "paintings (of the gallery)",
+            "panel": f"{SERVING_INPUT} -> serving_default's, explain's and similar's "
+                     "outputs in one pass"} if similar_k else {
+            "panel": f"{SERVING_INPUT} -> serving_default's and explain's outputs"}),
+        "metadata": "no inputs; this document as JSON",
+    }
+
+
+def _abstention_info(answer: Answer, fitted: dict | None) -> dict:
+    """The rule's thresholds and text, then how they were chosen (`fitted`)."""
+    rule = {"min_confidence": answer.min_confidence, "rule": RULE_TEXT}
+    if answer.min_familiarity is not None:
+        rule.update(min_familiarity=answer.min_familiarity,
+                    rule=f"{RULE_TEXT} or familiarity < min_familiarity "
+                         f"(familiarity: {FAMILIARITY_TEXT})")
+    return {**rule, **(fitted or {})}
+
+
 def build_metadata(
     *,
     artist_names: list[str],
-    image_size: int,
-    resize_mode: str,
-    top_k: int,
-    max_pixels: int,
+    views: views_lib.Views,
+    answer: Answer,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
     artist_metadata: dict[str, dict] | None = None,
     metadata: dict | None = None,
-    similar_k: int = 0,
-    gallery_info: dict | None = None,
-    calibration: dict | None = None,
+    gallery: gallery_lib.Gallery | None = None,
     abstention: dict | None = None,
-    views: dict | None = None,
 ) -> dict:
-    """The document stored as `assets.extra/metadata.json` and in the `metadata` signature."""
+    """The document stored as `assets.extra/metadata.json` and in the `metadata` signature
+    (`export_model` says what the arguments hold)."""
     extra = dict(metadata or {})
     artist_metadata = artist_metadata or {}
     document = {
         "format_version": METADATA_FORMAT_VERSION,
         "artists": [{"id": i, **{k: v for k, v in artist_metadata.get(name, {}).items()},
                      "name": name} for i, name in enumerate(artist_names)],
-        "image_size": image_size,
-        "resize_mode": resize_mode,
-        "top_k": top_k,
-        "preprocessing": {
-            "decode": ("tf.io.decode_image, 3 channels, first GIF frame; a JPEG at 1/2, 1/4 or "
-                       "1/8 scale (libjpeg) when its shorter side stays >= "
-                       f"{ops.JPEG_REDUCING_GAP * image_size} px"),
-            "resize": (f"{resize_mode} to {image_size}x{image_size}: area-averaged where it shrinks, "
-                       "bilinear where it grows, rounded to uint8"),
-            "rescale": "float32 = uint8 / 255, values in [0, 1]",
-            "accepted_formats": SUPPORTED_FORMATS,
-            "max_pixels": max_pixels,
-        },
+        "image_size": views.image_size,
+        "resize_mode": views.resize_mode,
+        "top_k": answer.top_k,
+        "preprocessing": _preprocessing(views, max_pixels),
         "dataset": _dataset_fields(extra.pop("dataset")) if "dataset" in extra else None,
         "metrics": extra.pop("metrics", None),
-        "signatures": {
-            "serving_default": f"{SERVING_INPUT}: tf.string [batch] encoded {SUPPORTED_FORMATS}",
-            "serve_pixels": f"{PIXELS_INPUT}: uint8 [batch, height, width, 3], 0-255",
-            "serve_float_pixels": f"{PIXELS_INPUT}: float32 [batch, height, width, 3], [0, 1]",
-            "embed": f"{SERVING_INPUT} -> embeddings [batch, D], L2-normalised",
-            "explain": f"{SERVING_INPUT} -> Grad-CAM heatmaps [batch, h, w] of the top-1 artist",
-            "explain_artist": f"{SERVING_INPUT}, {ARTIST_IDS_INPUT} int32 [batch] -> heatmaps "
-                              "of those artists",
-            **({"similar": f"{SERVING_INPUT} -> the {similar_k} most similar training "
-                           "paintings (of the gallery)",
-                "panel": f"{SERVING_INPUT} -> serving_default's, explain's and similar's "
-                         "outputs in one pass"} if similar_k else {
-                "panel": f"{SERVING_INPUT} -> serving_default's and explain's outputs"}),
-            "metadata": "no inputs; this document as JSON",
-        },
-        "views": views,
-        "gallery": gallery_info,
-        "calibration": calibration,
-        "abstention": abstention,
+        "signatures": _signature_texts(gallery_lib.similar_count(gallery) if gallery else 0),
+        "views": views.describe(),
+        "gallery": {"paintings": len(gallery), "thumbnail_px": gallery_lib.THUMBNAIL_PX,
+                    "familiarity": FAMILIARITY_TEXT,
+                    "megabytes": round(gallery.nbytes / 2**20, 2)} if gallery else None,
+        "calibration": {"temperature": answer.temperature, "method": "temperature scaling (the "
+                        "logits are divided by it), fitted on the validation split by NLL"},
+        "abstention": _abstention_info(answer, abstention),
         "tensorflow_version": tf.__version__,
         "keras_version": keras.__version__,
     }
     document.update(extra)  # Anything else the caller stores (e.g. the run's config).
     return document
+
+
+# --- The SavedModel's signatures --------------------------------------------------------
+
+IMAGES_SPEC = tf.TensorSpec([None], tf.string, name=SERVING_INPUT)
+UINT8_PIXELS_SPEC = tf.TensorSpec([None, None, None, 3], tf.uint8, name=PIXELS_INPUT)
+FLOAT_PIXELS_SPEC = tf.TensorSpec([None, None, None, 3], tf.float32, name=PIXELS_INPUT)
+ARTIST_IDS_SPEC = tf.TensorSpec([None], tf.int32, name=ARTIST_IDS_INPUT)
+EXPLAIN_KEYS = ("heatmaps", "explained_ids", "explained_artists", "explained_probabilities")
+# Every model has these; one exported with a gallery also `similar`.
+SIGNATURES = ("serving_default", "serve_pixels", "serve_float_pixels", "embed", "explain",
+              "explain_artist", "panel", "metadata")
+
+
+class ServingModule(tf.Module):
+    """The SavedModel's signatures, one `tf.function` method each, named as the signature.
+
+    Everything a signature needs is fixed here, so each method reads as the
+    path a request takes: decode (or resize) by `views`, the model, `answer`.
+    """
+
+    def __init__(self, model: keras.Model, *, views: views_lib.Views, answer: Answer,
+                 artist_names: list[str], document: dict,
+                 gallery: gallery_lib.Gallery | None = None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS):
+        super().__init__(name="signatures")
+        if views.resize_mode not in ops.RESIZE_MODES:
+            raise ValueError(f"resize_mode must be one of {ops.RESIZE_MODES}, "
+                             f"got {views.resize_mode!r}")
+        has_gallery = gallery is not None and len(gallery) > 0
+        if answer.min_familiarity is not None and not has_gallery:
+            raise ValueError("min_familiarity (the distance test of the 'unknown artist' rule) "
+                             "needs a gallery")
+        self.model = model
+        self.explainer = explain_lib.explainable(model)
+        self.views, self.answer, self.max_pixels = views, answer, max_pixels
+        self.artists = tf.constant(list(artist_names))
+        self.gallery = gallery_lib.GalleryModule(gallery, self.artists) if has_gallery else None
+        self.document = tf.constant(json.dumps(document, ensure_ascii=False))
+
+    def signatures(self) -> dict[str, tf.types.experimental.GenericFunction]:
+        """Signature name -> its method."""
+        names = [*SIGNATURES, *(["similar"] if self.gallery else [])]
+        return {name: getattr(self, name) for name in names}
+
+    @tf.function(input_signature=[IMAGES_SPEC])
+    def serving_default(self, images):
+        return self._predict(self._decoded(images))
+
+    @tf.function(input_signature=[UINT8_PIXELS_SPEC])
+    def serve_pixels(self, pixels):
+        return self._predict(resize_batch(pixels, self.views))
+
+    @tf.function(input_signature=[FLOAT_PIXELS_SPEC])
+    def serve_float_pixels(self, pixels):
+        return self._predict(resize_batch(quantize_float_pixels(pixels), self.views))
+
+    @tf.function(input_signature=[IMAGES_SPEC])
+    def embed(self, images):
+        embeddings = explain_lib.embed(self.explainer, ops.rescale(self._decoded(images)))
+        return {"embeddings": embeddings}
+
+    @tf.function(input_signature=[IMAGES_SPEC])
+    def explain(self, images):
+        outputs = self._explained(images)
+        return {key: outputs[key] for key in EXPLAIN_KEYS}
+
+    @tf.function(input_signature=[IMAGES_SPEC, ARTIST_IDS_SPEC])
+    def explain_artist(self, images, artist_ids):
+        count = self.artists.shape[0]
+        in_range = tf.reduce_all((artist_ids >= 0) & (artist_ids < count))
+        checks = [tf.debugging.assert_equal(
+            tf.size(artist_ids), tf.size(images),
+            message=f"{ARTIST_IDS_INPUT}: one artist id per image"),
+            tf.debugging.Assert(in_range, [f"{ARTIST_IDS_INPUT}: ids must be in [0, {count})"])]
+        with tf.control_dependencies(checks):
+            outputs = self._explained(images, tf.identity(artist_ids))
+        return {key: outputs[key] for key in EXPLAIN_KEYS}
+
+    @tf.function(input_signature=[IMAGES_SPEC])
+    def similar(self, images):
+        return self.gallery.nearest(self.embed(images)["embeddings"])
+
+    @tf.function(input_signature=[IMAGES_SPEC])
+    def panel(self, images):
+        outputs = self._explained(images)
+        panel = {**self._answer(outputs["probabilities"], outputs["embeddings"]),
+                 **{key: outputs[key] for key in EXPLAIN_KEYS}}
+        if self.gallery:
+            panel.update(self.gallery.nearest(outputs["embeddings"]))
+        return panel
+
+    @tf.function(input_signature=[])
+    def metadata(self):
+        return {"metadata": self.document, "artists": self.artists}
+
+    def _decoded(self, images: tf.Tensor) -> tf.Tensor:
+        return decode_batch(images, self.views, max_pixels=self.max_pixels)
+
+    def _answer(self, probabilities: tf.Tensor, embeddings: tf.Tensor) -> dict[str, tf.Tensor]:
+        familiarity = self.gallery.familiarity(embeddings) if self.gallery else None
+        return self.answer.outputs(probabilities, self.artists, familiarity)
+
+    def _predict(self, uint8_pixels: tf.Tensor) -> dict[str, tf.Tensor]:
+        logits, embeddings = explain_lib.forward(self.explainer, ops.rescale(uint8_pixels))
+        return self._answer(self.answer.probabilities(logits), embeddings)
+
+    def _explained(self, images: tf.Tensor, artist_ids: tf.Tensor | None = None
+                   ) -> dict[str, tf.Tensor]:
+        outputs = explain_lib.analyze(self.explainer, ops.rescale(self._decoded(images)),
+                                      artist_ids)
+        outputs["probabilities"] = self.answer.probabilities(outputs["logits"])
+        ids = outputs["explained_ids"]
+        outputs["explained_artists"] = tf.gather(self.artists, ids)
+        outputs["explained_probabilities"] = tf.gather(outputs["probabilities"], ids, axis=1,
+                                                       batch_dims=1)
+        return outputs
+
+
+def write_saved_model(module: ServingModule, path: str) -> None:
+    """Writes the module's signatures and every variable they use.
+
+    Through Keras' ExportArchive, which saves the variables the functions
+    capture as a flat list: `tf.saved_model.save(module)` refuses, as Keras 3's
+    object graph does not reach some of them (a RandomFlip's seed state).
+    """
+    archive = keras.export.ExportArchive()
+    archive.track(module.model)
+    if module.gallery:
+        archive.track(module.gallery)
+    for name, function in module.signatures().items():
+        archive.add_endpoint(name=name, fn=function)
+    archive.write_out(path, verbose=False)
 
 
 # --- Export ---------------------------------------------------------------------------
@@ -315,156 +464,36 @@ def export_model(
     path: str,
     *,
     artist_names: list[str],
-    image_size: int,
-    resize_mode: str = "stretch",
-    top_k: int = DEFAULT_TOP_K,
-    metadata: dict | None = None,
-    artist_metadata: dict[str, dict] | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    views: views_lib.Views,
+    answer: Answer = Answer(),
     gallery: gallery_lib.Gallery | None = None,
-    temperature: float = 1.0,
-    min_confidence: float = 0.0,
-    min_familiarity: float | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    artist_metadata: dict[str, dict] | None = None,
+    metadata: dict | None = None,
     abstention: dict | None = None,
-    views: views_lib.Views | None = None,
 ) -> str:
     """Writes the SavedModel described in this module's docstring; returns `path`.
 
-    `metadata` keys `dataset` (TFDS full name "name/config/version" or a dict)
-    and `metrics` are stored in their own fields; any other key is stored as is.
-    `artist_metadata` maps an artist name to fields such as years, genre,
-    nationality and wikipedia. `max_pixels` bounds the size an encoded image may
-    declare. With a non-empty `gallery` (`gallery.build`), the model answers
-    `similar` too. `temperature` divides the logits; `unknown` is true where the
-    top probability is below `min_confidence` or (with a gallery) the familiarity
-    below `min_familiarity` (None: no distance test); `abstention` describes how that
-    was chosen (stored in the metadata). `views`: multi-crop or multi-scale inference
-    (`pipeline.views`), as the run's `DataConfig.views` evaluated it; default: one view.
+    `views`: the model's input size and resize mode, and multi-crop or
+    multi-scale inference (`pipeline.views`), as the run's `DataConfig.views`
+    evaluated it. `answer`: temperature, top k (at most the artists) and the
+    "unknown" rule's thresholds (`min_familiarity` needs a non-empty `gallery`,
+    `gallery.build`, which also adds `similar`); `abstention` says how they were
+    chosen. `max_pixels` bounds the size an encoded image may declare.
+    `artist_metadata` maps an artist name to fields such as years and genre.
+    `metadata` keys `dataset` (TFDS full name "name/config/version" or a dict) and
+    `metrics` are stored in their own fields; any other key is stored as is.
     """
-    if resize_mode not in ops.RESIZE_MODES:
-        raise ValueError(f"resize_mode must be one of {ops.RESIZE_MODES}, got {resize_mode!r}")
-    top_k = min(top_k, len(artist_names))
-    spec = views or views_lib.Views(image_size, resize_mode)
-    if (spec.image_size, spec.resize_mode) != (image_size, resize_mode):
-        raise ValueError(f"views are for {spec.image_size} px ({spec.resize_mode}), the model "
-                         f"for {image_size} px ({resize_mode})")
-    artists = tf.constant(list(artist_names))
-    explainer = explain.explainable(model)
-    neighbours = gallery_lib.GalleryModule(gallery, artists) if gallery is not None and len(
-        gallery) else None
-    if min_familiarity is not None and neighbours is None:
-        raise ValueError("min_familiarity (the distance test of the 'unknown artist' rule) "
-                         "needs a gallery")
-    answer = Answer(artists, top_k, temperature=temperature, min_confidence=min_confidence,
-                    min_familiarity=min_familiarity)
-    document = build_metadata(
-        artist_names=list(artist_names), image_size=image_size, resize_mode=resize_mode,
-        top_k=top_k, max_pixels=max_pixels, artist_metadata=artist_metadata, metadata=metadata,
-        similar_k=neighbours.k if neighbours else 0,
-        gallery_info={"paintings": len(gallery), "thumbnail_px": gallery_lib.THUMBNAIL_PX,
-                      "familiarity": FAMILIARITY_TEXT,
-                      "megabytes": round(gallery.nbytes / 2**20, 2)} if neighbours else None,
-        calibration={"temperature": temperature, "method": "temperature scaling (the logits "
-                     "are divided by it), fitted on the validation split by NLL"},
-        abstention={"min_confidence": min_confidence, "rule": RULE_TEXT,
-                    **({} if min_familiarity is None else {
-                        "min_familiarity": min_familiarity,
-                        "rule": f"{RULE_TEXT} or familiarity < min_familiarity "
-                                f"(familiarity: {FAMILIARITY_TEXT})"}),
-                    **(abstention or {})},
-        views=spec.describe())
-    document_json = tf.constant(json.dumps(document, ensure_ascii=False))
-
-    def familiarity(embeddings: tf.Tensor) -> tf.Tensor | None:
-        return neighbours.familiarity(embeddings) if neighbours else None
-
-    def predict(uint8_pixels: tf.Tensor) -> dict[str, tf.Tensor]:
-        logits, embeddings = explain.forward(explainer, ops.rescale(uint8_pixels))
-        return answer.outputs(answer.probabilities(logits), familiarity(embeddings))
-
-    def resized(pixels: tf.Tensor) -> tf.Tensor:
-        return resize_batch(pixels, image_size=image_size, resize_mode=resize_mode, views=spec)
-
-    def decoded(images: tf.Tensor) -> tf.Tensor:
-        return decode_batch(images, image_size=image_size, resize_mode=resize_mode,
-                            max_pixels=max_pixels, views=spec)
-
-    def explained(images: tf.Tensor, artist_ids: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
-        outputs = explain.analyze(explainer, ops.rescale(decoded(images)), artist_ids)
-        outputs["probabilities"] = answer.probabilities(outputs["logits"])
-        ids = outputs["explained_ids"]
-        outputs["explained_artists"] = tf.gather(artists, ids)
-        outputs["explained_probabilities"] = tf.gather(outputs["probabilities"], ids, axis=1,
-                                                       batch_dims=1)
-        return outputs
-
-    images_spec = tf.TensorSpec([None], tf.string, name=SERVING_INPUT)
-    explain_keys = ("heatmaps", "explained_ids", "explained_artists", "explained_probabilities")
-
-    @tf.function(input_signature=[images_spec])
-    def serve_bytes(images):
-        return predict(decoded(images))
-
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=PIXELS_INPUT)])
-    def serve_pixels(pixels):
-        return predict(resized(pixels))
-
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name=PIXELS_INPUT)])
-    def serve_float_pixels(pixels):
-        return predict(resized(quantize_float_pixels(pixels)))
-
-    @tf.function(input_signature=[images_spec])
-    def serve_embed(images):
-        return {"embeddings": explain.embed(explainer, ops.rescale(decoded(images)))}
-
-    @tf.function(input_signature=[images_spec])
-    def serve_explain(images):
-        outputs = explained(images)
-        return {key: outputs[key] for key in explain_keys}
-
-    @tf.function(input_signature=[images_spec,
-                                  tf.TensorSpec([None], tf.int32, name=ARTIST_IDS_INPUT)])
-    def serve_explain_artist(images, artist_ids):
-        in_range = tf.reduce_all((artist_ids >= 0) & (artist_ids < len(artist_names)))
-        checks = [tf.debugging.assert_equal(
-            tf.size(artist_ids), tf.size(images),
-            message=f"{ARTIST_IDS_INPUT}: one artist id per image"),
-            tf.debugging.Assert(in_range, [
-                f"{ARTIST_IDS_INPUT}: ids must be in [0, {len(artist_names)})"])]
-        with tf.control_dependencies(checks):
-            outputs = explained(images, tf.identity(artist_ids))
-        return {key: outputs[key] for key in explain_keys}
-
-    @tf.function(input_signature=[images_spec])
-    def serve_similar(images):
-        return neighbours.nearest(serve_embed(images)["embeddings"])
-
-    @tf.function(input_signature=[images_spec])
-    def serve_panel(images):
-        outputs = explained(images)
-        panel = {**answer.outputs(outputs["probabilities"], familiarity(outputs["embeddings"])),
-                 **{key: outputs[key] for key in explain_keys}}
-        if neighbours:
-            panel.update(neighbours.nearest(outputs["embeddings"]))
-        return panel
-
-    @tf.function(input_signature=[])
-    def serve_metadata():
-        return {"metadata": document_json, "artists": artists}
-
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    endpoints = {"serving_default": serve_bytes, "serve_pixels": serve_pixels,
-                 "serve_float_pixels": serve_float_pixels, "embed": serve_embed,
-                 "explain": serve_explain, "explain_artist": serve_explain_artist,
-                 "panel": serve_panel, "metadata": serve_metadata}
-    if neighbours:
-        archive.track(neighbours)
-        endpoints["similar"] = serve_similar
-    for name, fn in endpoints.items():
-        archive.add_endpoint(name=name, fn=fn)
-    archive.write_out(path, verbose=False)
-    _write_assets(path, artist_names=list(artist_names), document=document)
+    names = list(artist_names)
+    answer = dataclasses.replace(answer, top_k=min(answer.top_k, len(names)))
+    gallery = gallery if gallery is not None and len(gallery) else None
+    document = build_metadata(artist_names=names, views=views, answer=answer,
+                              max_pixels=max_pixels, artist_metadata=artist_metadata,
+                              metadata=metadata, gallery=gallery, abstention=abstention)
+    module = ServingModule(model, views=views, answer=answer, artist_names=names,
+                           document=document, gallery=gallery, max_pixels=max_pixels)
+    write_saved_model(module, path)
+    _write_assets(path, artist_names=names, document=document)
     return path
 
 

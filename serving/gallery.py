@@ -172,12 +172,17 @@ def build(explainer, builder, split: str, data: pipeline.DataConfig, *, per_arti
     return Gallery(**{k: np.concatenate(v) for k, v in columns.items()})
 
 
+def similar_count(gallery: Gallery, k: int = SIMILAR_K) -> int:
+    """Paintings a `similar` answer lists: k, or the whole gallery when it is smaller."""
+    return min(k, len(gallery))
+
+
 class GalleryModule(tf.Module):
     """The gallery as SavedModel variables, and the nearest-neighbour lookup over them."""
 
     def __init__(self, gallery: Gallery, artists: tf.Tensor, *, k: int = SIMILAR_K):
         super().__init__(name="gallery")
-        self.k = min(k, len(gallery))
+        self.k = similar_count(gallery, k)
         self.artists = artists
         self.embeddings = tf.Variable(gallery.embeddings.astype(np.float32), trainable=False,
                                       name="embeddings")

@@ -18,6 +18,7 @@ import artist_tfds  # noqa: F401  Registers the builders.
 from artist_tfds import features as features_lib
 from artist_id import configs
 import pipeline
+from pipeline import views as views_lib
 from serving import explain, export
 from serving import gallery as gallery_lib
 from trainer import config as config_lib
@@ -154,7 +155,7 @@ def tiny_gallery(model: keras.Model) -> gallery_lib.Gallery:
 def export_tiny_model(path: str) -> str:
     model = create_tiny_model()
     return export.export_model(
-        model, path, artist_names=ARTISTS, image_size=IMAGE_SIZE,
+        model, path, artist_names=ARTISTS, views=views_lib.Views(IMAGE_SIZE),
         artist_metadata=ARTIST_METADATA, gallery=tiny_gallery(model),
         metadata={"dataset": "sample_paintings/tiny/1.0.0", "metrics": METRICS})
 

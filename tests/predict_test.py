@@ -190,7 +190,7 @@ def old_saved_model(tmp_path_factory) -> str:
     import keras
     import tensorflow as tf
 
-    from pipeline import ops
+    from pipeline import ops, views
     from serving import export
     from tests.conftest import IMAGE_SIZE, create_tiny_model
 
@@ -199,7 +199,7 @@ def old_saved_model(tmp_path_factory) -> str:
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
     def serve(images):
-        pixels = export.decode_batch(images, image_size=IMAGE_SIZE, resize_mode="stretch")
+        pixels = export.decode_batch(images, views.Views(IMAGE_SIZE))
         probabilities = tf.nn.softmax(model(ops.rescale(pixels), training=False))
         top = tf.math.top_k(probabilities, k=5)
         return {"probabilities": probabilities, "top_k_ids": top.indices,

@@ -1,6 +1,5 @@
 """serve.py as a client sees it: TF Serving's REST routes, errors, size limits, batching."""
 
-import asyncio
 import base64
 import concurrent.futures
 import dataclasses
@@ -19,6 +18,7 @@ import tensorflow as tf
 import uvicorn
 
 from artist_id import serve
+from serving import errors
 from tests.conftest import ARTISTS, ROOT, encode, picture, png_header, run
 
 MODEL = "artist"
@@ -186,20 +186,6 @@ def test_metadata_signature_takes_no_inputs(server):
         200, {"predictions": answer["outputs"]})
 
 
-def test_outputs_are_encoded_like_tensorflow_serving():
-    request_ = serve.PredictRequest(signature=None, inputs={}, row_format=True, rows=2)
-    outputs = {"thumbnail_bytes": np.array([b"ok", b"\x00"], dtype=object),
-               "names": np.array(["é".encode(), b"\xff"], dtype=object)}
-    assert serve.format_outputs(outputs, request_) == {"predictions": [
-        {"thumbnail_bytes": {"b64": "b2s="}, "names": "é"},
-        {"thumbnail_bytes": {"b64": "AA=="}, "names": {"b64": "/w=="}}]}
-    # A single output: bare values, not objects.
-    scores = {"scores": np.array([[0.5], [0.25]], np.float32)}
-    assert serve.format_outputs(scores, request_) == {"predictions": [[0.5], [0.25]]}
-    columnar = dataclasses.replace(request_, row_format=False, rows=None)
-    assert serve.format_outputs(scores, columnar) == {"outputs": [[0.5], [0.25]]}
-
-
 # --- Errors -----------------------------------------------------------------------------
 
 
@@ -213,7 +199,7 @@ def test_refused_image_is_400_with_the_signature_message_and_serving_goes_on(
     blobs = [encode(picture(7)), refused]
     with pytest.raises(tf.errors.InvalidArgumentError) as raised:
         server.signatures["serving_default"](images=tf.constant(blobs))
-    expected = serve.error_message(raised.value)
+    expected = errors.error_message(raised.value)
     assert expected.startswith(message) and "\n" not in expected
     assert predict(server, {"instances": [b64(blob) for blob in blobs]}) == (
         400, {"error": expected})
@@ -316,48 +302,6 @@ def test_concurrent_requests_are_batched_and_each_gets_its_answer(server):
         if i != 5:
             assert status == 200, answer
             assert_rows_match(answer["predictions"], {k: v[i:i + 1] for k, v in expected.items()})
-
-
-def test_batcher_joins_waiting_requests_up_to_max_batch_and_isolates_a_bad_one():
-    gate, sizes = threading.Event(), []
-
-    def double(x):  # A stand-in signature that waits at the gate.
-        gate.wait(timeout=30)
-        sizes.append(tuple(x.shape))
-        tf.debugging.assert_non_negative(x, message="x: negative")
-        return {"y": x * 2}
-
-    spec = tf.TensorSpec([None, None], tf.float32)
-    batcher = serve.Batcher({"double": serve.Signature("double", double, {"x": spec}, {"y": spec})},
-                            max_batch=4)
-
-    async def scenario():
-        def submit(rows):
-            return asyncio.create_task(batcher.predict("double", {"x": np.array(rows, np.float32)}))
-
-        busy = []
-        for rows in ([[1]], [[2]]):  # Both workers take one and wait at the gate.
-            busy.append(submit(rows))
-            await asyncio.sleep(0.05)
-        waiting = [submit(rows) for rows in ([[3]], [[4], [5]], [[-1]], [[6, 6]], [[7]])]
-        await asyncio.sleep(0.05)
-        gate.set()
-        results = await asyncio.gather(*busy, *waiting, return_exceptions=True)
-        await batcher.close()
-        return results
-
-    results = asyncio.run(scenario())
-    assert isinstance(results[4], tf.errors.InvalidArgumentError), results[4]
-    assert "x: negative" in results[4].message
-    expected = [[[2]], [[4]], [[6]], [[8], [10]], None, [[12, 12]], [[14]]]
-    for result, want in zip(results, expected):
-        if want is not None:
-            np.testing.assert_array_equal(result["y"], want)
-    # [3], [4, 5], [-1] waited together (4 rows, max_batch): one call that failed, then
-    # one call each; [6, 6] is another width, so it and [7] ran on their own.
-    assert sorted(sizes) == sorted([(1, 1), (1, 1), (4, 1), (1, 1), (2, 1), (1, 1), (1, 2),
-                                    (1, 1)])
-    assert batcher.calls == 8 and batcher.requests == 7
 
 
 # --- Command lines ----------------------------------------------------------------------

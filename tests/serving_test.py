@@ -16,6 +16,7 @@ import tensorflow as tf
 from PIL import Image
 
 from pipeline import ops
+from pipeline import views as views_lib
 from serving import explain, export
 from serving import gallery as gallery_lib
 from tests.conftest import (ARTIST_METADATA, ARTISTS, ENV, IMAGE_SIZE, METRICS, ROOT,
@@ -179,7 +180,8 @@ def test_jpeg_with_thumbnail_or_bytes_after_its_end_is_served(serve):
 def tuned(tmp_path_factory):
     """An export with a small pixel limit."""
     path = export.export_model(create_tiny_model(), str(tmp_path_factory.mktemp("tuned")),
-                               artist_names=ARTISTS, image_size=IMAGE_SIZE, max_pixels=120_000)
+                               artist_names=ARTISTS, views=views_lib.Views(IMAGE_SIZE),
+                               max_pixels=120_000)
     return tf.saved_model.load(path)
 
 
@@ -350,10 +352,30 @@ def test_serving_bench_runs_and_ends_with_its_json_line(saved_model_dir, tmp_pat
     assert all(figures[key] > 0 for key in list(figures)[-3:])
 
 
+def test_saved_model_holds_the_keras_models_weights(tmp_path):
+    model = create_tiny_model()
+    rng = np.random.default_rng(1)
+    for weight in model.trainable_weights:  # Not their initial values: what training left.
+        weight.assign(rng.normal(0.0, 0.05, weight.shape).astype(np.float32))
+    path = export.export_model(model, str(tmp_path / "weights"), artist_names=ARTISTS,
+                               views=views_lib.Views(IMAGE_SIZE))
+    loaded = tf.saved_model.load(path)
+    saved = {v.name.removesuffix(":0"): v.numpy() for v in loaded.trainable_variables}
+    assert sorted(saved) == sorted(weight.path for weight in model.trainable_weights)
+    for weight in model.trainable_weights:
+        np.testing.assert_array_equal(saved[weight.path], weight.numpy())
+    pixels = np.stack([picture(i, IMAGE_SIZE, IMAGE_SIZE) for i in range(4)])
+    expected = tf.nn.softmax(model(pixels.astype(np.float32) / 255.0, training=False)).numpy()
+    assert expected.max(axis=1).min() < 0.9  # Not saturated: a wrong weight would show.
+    served = call(loaded.signatures["serve_pixels"], pixels=tf.constant(pixels))
+    np.testing.assert_allclose(served["probabilities"], expected, rtol=1e-5, atol=1e-7)
+
+
 def test_temperature_and_abstention_rule_are_applied_and_stated(tmp_path):
     model = create_tiny_model()
     path = export.export_model(model, str(tmp_path / "calibrated"), artist_names=ARTISTS,
-                               image_size=IMAGE_SIZE, temperature=2.0, min_confidence=0.3,
+                               views=views_lib.Views(IMAGE_SIZE),
+                               answer=export.Answer(temperature=2.0, min_confidence=0.3),
                                abstention={"target_precision": 0.9})
     loaded = tf.saved_model.load(path)
     pixels = np.stack([picture(i, IMAGE_SIZE, IMAGE_SIZE) for i in range(8)])
@@ -404,7 +426,8 @@ def test_the_rule_rejects_out_of_distribution_and_keeps_confident_answers(tmp_pa
     threshold = calibration.abstention_threshold(probabilities, labels, precision=0.9)
     assert 0.34 < threshold < 0.999
     path = export.export_model(model, str(tmp_path / "colours"), artist_names=ARTISTS[:3],
-                               image_size=IMAGE_SIZE, min_confidence=threshold)
+                               views=views_lib.Views(IMAGE_SIZE),
+                               answer=export.Answer(min_confidence=threshold))
     serve = tf.saved_model.load(path).signatures["serve_pixels"]
     in_distribution = paintings(np.eye(3) * 255).astype(np.uint8)
     out_of_distribution = paintings(np.full((3, 3), 128)).astype(np.uint8)
@@ -430,7 +453,8 @@ def test_the_distance_test_rejects_a_confident_answer_unlike_any_training_painti
     assert -4 < gallery.familiarity(gallery.embeddings).min() < 0
     rule = {"min_confidence": 0.5, "min_familiarity": -100.0}
     path = export.export_model(model, str(tmp_path / "colours"), artist_names=ARTISTS[:3],
-                               image_size=IMAGE_SIZE, gallery=gallery, **rule)
+                               views=views_lib.Views(IMAGE_SIZE), gallery=gallery,
+                               answer=export.Answer(**rule))
     serve = tf.saved_model.load(path).signatures["serve_pixels"]
     # Orange: red beyond doubt for the classifier (p > 0.999), yet unlike every red painting.
     pixels = np.stack([np.broadcast_to(c, (IMAGE_SIZE, IMAGE_SIZE, 3)) for c in (
@@ -453,9 +477,10 @@ def test_the_distance_test_rejects_a_confident_answer_unlike_any_training_painti
     assert "familiarity < min_familiarity" in document["abstention"]["rule"]
     # Without the distance test, the same model calls orange red.
     plain = export.export_model(model, str(tmp_path / "plain"), artist_names=ARTISTS[:3],
-                                image_size=IMAGE_SIZE, min_confidence=0.5)
+                                views=views_lib.Views(IMAGE_SIZE),
+                                answer=export.Answer(min_confidence=0.5))
     out = call(tf.saved_model.load(plain).signatures["serve_pixels"], pixels=tf.constant(pixels))
     assert out["unknown"].tolist() == [False] * 4 and "familiarity" not in out
     with pytest.raises(ValueError, match="needs a gallery"):
         export.export_model(model, str(tmp_path / "none"), artist_names=ARTISTS[:3],
-                            image_size=IMAGE_SIZE, **rule)
+                            views=views_lib.Views(IMAGE_SIZE), answer=export.Answer(**rule))

@@ -67,9 +67,10 @@ def test_cosine_head_gives_16_times_the_cosine_and_saves_and_serves(tmp_path):
     model.save(tmp_path / "cosine.keras")
     np.testing.assert_allclose(keras.saving.load_model(tmp_path / "cosine.keras")(x),
                                model(x), rtol=1e-5)
+    from pipeline import views
     from serving import export
     path = export.export_model(model, str(tmp_path / "saved"), artist_names=["a", "b", "c"],
-                               image_size=32, temperature=2.0)
+                               views=views.Views(32), answer=export.Answer(temperature=2.0))
     served = tf.saved_model.load(path).signatures["serve_pixels"](
         pixels=tf.constant((x * 255).round().astype(np.uint8)))
     np.testing.assert_allclose(

@@ -360,11 +360,9 @@ def finish(config: TrainConfig, workdir: str, builder, model: keras.Model) -> di
     artists = pipeline.artist_names(builder)
     export.export_model(
         model, os.path.join(workdir, SAVED_MODEL), artist_names=artists,
-        artist_metadata=features.artist_metadata(builder),
-        image_size=config.data.image_size, resize_mode=config.data.resize_mode,
-        top_k=config.export.top_k, gallery=gallery, **rule,
+        artist_metadata=features.artist_metadata(builder), views=config.data.views,
+        answer=export.Answer(top_k=config.export.top_k, **rule), gallery=gallery,
         abstention={k: v for k, v in answer.items() if k not in rule},
-        views=config.data.views,
         metadata={"dataset": builder.info.full_name, "metrics": metrics,
                   "config": config.to_dict()})
     if config.export.export_tflite:

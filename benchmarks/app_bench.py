@@ -1,6 +1,6 @@
 """The web server under load vs the same SavedModel called in-process, on the same images.
 
-    python benchmarks/app_bench.py --model_dir=WORKDIR/saved_model [--images='DIR/*/*.jpg']
+    python -m benchmarks.app_bench --model_dir=WORKDIR/saved_model [--images='DIR/*/*.jpg']
 
 Two paths, each driven by M concurrent clients (`--clients`) sending bounded
 bursts of `--requests_per_client` requests of B images (`--batch_sizes`):

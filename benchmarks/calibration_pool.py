@@ -1,7 +1,7 @@
 """Calibration measured on more paintings than one test split holds: the ECE of several runs,
 pooled.
 
-    python benchmarks/calibration_pool.py --reports=RUN_A/report.json,RUN_B/report.json
+    python -m benchmarks.calibration_pool --reports=RUN_A/report.json,RUN_B/report.json
 
 An ECE of 15 bins on a test split of a few hundred paintings cannot tell 0.05
 from 0.07: a perfectly calibrated model would show about 0.05 there too (each

@@ -66,6 +66,19 @@ def document(result: dict) -> dict:
             "machine": machine(), "result": result}
 
 
+def print_table(header: list[str], rows: list[list[str]], *, note: str = "") -> None:
+    """A plain-text table before the JSON line: first column left-aligned, the rest right."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+
+    def line(cells) -> str:
+        return "  ".join(str(cell).ljust(width) if i == 0 else str(cell).rjust(width)
+                         for i, (cell, width) in enumerate(zip(cells, widths)))
+
+    print("\n" + line(header) + (f"   {note}" if note else ""))
+    for row in rows:
+        print(line(row))
+
+
 def emit(result: dict, json_out: str | None) -> None:
     if json_out:
         os.makedirs(os.path.dirname(os.path.abspath(json_out)), exist_ok=True)

@@ -1,7 +1,7 @@
 """CPU cost per image of each model: training step and inference.
 
-    python benchmarks/model_speed.py --image_sizes=300,160 --num_classes=50
-    python benchmarks/model_speed.py --models=resnet_small,backbone:efficientnet_lite0 \
+    python -m benchmarks.model_speed --image_sizes=300,160 --num_classes=50
+    python -m benchmarks.model_speed --models=resnet_small,backbone:efficientnet_lite0 \
         --image_sizes=160
 
 Models run round-robin in one process on the same random batch; the last

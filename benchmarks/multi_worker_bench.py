@@ -1,6 +1,6 @@
 """Multi-worker training speed: `fit` on one machine, the multi-worker loop alone, two workers.
 
-    python benchmarks/multi_worker_bench.py --data_dir=DIR [--dataset=best_artworks/all]
+    python -m benchmarks.multi_worker_bench --data_dir=DIR [--dataset=best_artworks/all]
         [--epochs=3] [--rounds=2] [--workdir=DIR] [--cases=fit,loop x1,...]
 
 Three ways to train the same recipe on the same data, each a real `train.py`

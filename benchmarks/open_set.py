@@ -1,7 +1,7 @@
 """Open-set rejection: does a model trained without some artists call their paintings "unknown"?
 
-    python benchmarks/open_set.py --source_dir=PAINTINGS --workdir=DIR --held_out=3
-    python benchmarks/open_set.py --source_dir=PAINTINGS --workdir=DIR --held_out_artists=A,B
+    python -m benchmarks.open_set --source_dir=PAINTINGS --workdir=DIR --held_out=3
+    python -m benchmarks.open_set --source_dir=PAINTINGS --workdir=DIR --held_out_artists=A,B
 
 1. Holds out N artists of PAINTINGS (one folder per artist), chosen by `--seed`,
    or the ones named, and makes DIR/source: symlinks to the other artists' folders.
@@ -14,7 +14,7 @@
    - `class_mean`: cosine similarity of its embedding to the nearest mean of
      one artist's training embeddings;
    - `knn`: cosine similarity to its 5th nearest training painting (the
-     served familiarity of models exported before 2026-12-06);
+     served familiarity of older exports);
    - `familiarity`: the served one, against the gallery (at most 100 training
      paintings an artist): minus the relative Mahalanobis distance to the
      nearest artist (`serving.gallery.Familiarity`), which the stored rule's

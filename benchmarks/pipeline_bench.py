@@ -1,6 +1,6 @@
 """Input pipeline throughput against the original recipe, in one process on the same images.
 
-    python benchmarks/pipeline_bench.py --dataset=best_artworks --data_dir=DIR --source_dir=FOLDER
+    python -m benchmarks.pipeline_bench --dataset=best_artworks --data_dir=DIR --source_dir=FOLDER
 
 (a) the original recipe: `image_dataset_from_directory(source_dir)` at 300 px
     plus the five Keras `Random*` layers and `Rescaling`, mapped in tf.data;

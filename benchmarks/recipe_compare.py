@@ -1,6 +1,6 @@
 """Recipes and ablations on the same splits and CPU budget, over seeds.
 
-    python benchmarks/recipe_compare.py --source_dir=PAINTINGS --workdir=DIR \
+    python -m benchmarks.recipe_compare --source_dir=PAINTINGS --workdir=DIR \
         [--recipes=original,default] [--ablations=bn_momentum=0,eval_crops=4+test_flips=true] \
         [--seeds=3]
 
@@ -329,19 +329,19 @@ def main(argv):
             runs[name].append(summary(train_lib.train_and_evaluate(config, workdir)))
 
     base, _ = mean_and_sd([run["test_accuracy"] for run in runs[first]])
-    result = {}
-    width = max(len(name) for name in runs) + 2
-    print(f"\n{'variant':<{width}}{'test accuracy':>18}{'macro-F1':>10}{'gain':>8}"
-          f"{'epochs':>8}{'CPU s':>8}   ({FLAGS.seeds} seed{'s' * (FLAGS.seeds > 1)})")
+    result, rows = {}, []
     for name, variant_runs in runs.items():
         accuracy, sd = mean_and_sd([run["test_accuracy"] for run in variant_runs])
         macro_f1, _ = mean_and_sd([run["macro_f1"] for run in variant_runs])
         result[name] = {"test_accuracy": round(accuracy, 4), "test_accuracy_sd": round(sd, 4),
                         "macro_f1": round(macro_f1, 4), "gain": round(accuracy - base, 4),
                         "runs": variant_runs}
-        print(f"{name:<{width}}{accuracy:>11.1%} ± {sd:>4.1%}{macro_f1:>10.3f}{accuracy - base:>+8.1%}"
-              f"{statistics.fmean(r['epochs'] for r in variant_runs):>8.1f}"
-              f"{statistics.fmean(r['cpu_seconds'] for r in variant_runs):>8.0f}")
+        rows.append([name, f"{accuracy:.1%} ± {sd:.1%}", f"{macro_f1:.3f}",
+                     f"{accuracy - base:+.1%}",
+                     f"{statistics.fmean(r['epochs'] for r in variant_runs):.1f}",
+                     f"{statistics.fmean(r['cpu_seconds'] for r in variant_runs):.0f}"])
+    json_result.print_table(["variant", "test accuracy", "macro-F1", "gain", "epochs", "CPU s"],
+                            rows, note=f"({FLAGS.seeds} seed{'s' * (FLAGS.seeds > 1)})")
     json_result.emit(result, FLAGS.json_out)
 
 

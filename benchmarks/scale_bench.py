@@ -1,6 +1,6 @@
 """The cost curve: build, one training epoch of input and one inference pass, at growing size.
 
-    python benchmarks/scale_bench.py --source_dir=PAINTINGS --workdir=DIR [--sizes=1000,5000,20000]
+    python -m benchmarks.scale_bench --source_dir=PAINTINGS --workdir=DIR [--sizes=1000,5000,20000]
 
 For each size N, a folder of N paintings is made once from `--source_dir`
 (varied crops re-encoded as JPEG: `build_bench.make_crops`), then three

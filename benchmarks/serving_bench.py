@@ -1,6 +1,6 @@
 """Serving speed: encoded bytes through `serving_default` vs the same model on decoded pixels.
 
-    python benchmarks/serving_bench.py --model_dir=WORKDIR/saved_model [--images=DIR]
+    python -m benchmarks.serving_bench --model_dir=WORKDIR/saved_model [--images=DIR]
 
 In one process, on one exported SavedModel:
 

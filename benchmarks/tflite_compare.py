@@ -1,6 +1,6 @@
 """TFLite vs SavedModel: file sizes and test accuracy of a finished run's best checkpoint.
 
-    python benchmarks/tflite_compare.py --workdir=demo/workdir [--data_dir=demo/data]
+    python -m benchmarks.tflite_compare --workdir=demo/workdir [--data_dir=demo/data]
 
 Reads `WORKDIR/config.json` and `WORKDIR/checkpoints/best.weights.h5`, writes the
 float32 and dynamic-range quantised TFLite models with `export.export_tflite`

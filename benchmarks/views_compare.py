@@ -1,6 +1,6 @@
 """Inference views on one trained run: what test-time flips and crops buy, and cost.
 
-    python benchmarks/views_compare.py --workdir=RUN \
+    python -m benchmarks.views_compare --workdir=RUN \
         [--views=eval_scale=0,test_flips=true,eval_crops=4+eval_scale=0] \
         [--sizes=224,160+224] [--rounds=3]
 
@@ -170,13 +170,11 @@ def main(argv):
         per_painting = statistics.median(seconds[name]) / figures["examples"]
         figures["cpu_ms_per_painting"] = round(1000 * per_painting, 2)
         figures["cost_ratio"] = round(statistics.median(seconds[name]) / first, 2)
-    width = max(len(name) for name in results) + 2
-    print(f"\n{'variant':<{width}}{'views':>6}{'acc':>8}{'F1':>7}{'ECE':>7}{'NLL':>7}"
-          f"{'ms':>7}{'cost':>6}")
-    for name, f in results.items():
-        print(f"{name:<{width}}{f['views']:>6}{f['test_accuracy']:>8.3f}{f['macro_f1']:>7.3f}"
-              f"{f['ece']:>7.3f}{f['nll']:>7.3f}{f['cpu_ms_per_painting']:>7.1f}"
-              f"{f['cost_ratio']:>6.2f}")
+    json_result.print_table(
+        ["variant", "views", "acc", "F1", "ECE", "NLL", "ms", "cost"],
+        [[name, f["views"], f"{f['test_accuracy']:.3f}", f"{f['macro_f1']:.3f}",
+          f"{f['ece']:.3f}", f"{f['nll']:.3f}", f"{f['cpu_ms_per_painting']:.1f}",
+          f"{f['cost_ratio']:.2f}"] for name, f in results.items()])
     json_result.emit(results, FLAGS.json_out)
 
 

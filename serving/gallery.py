@@ -15,8 +15,7 @@ A painting by an artist the model never saw is less like any training
 painting than the classifier's probabilities show, so the "unknown artist"
 rule (`trainer.calibration.fit_abstention`) tests it too; `benchmarks/open_set.py`
 measures both, and the cosine similarity to the `FAMILIARITY_K`-th nearest
-training painting (`nearest_similarity`, the familiarity of models exported
-before 2026-12-06).
+training painting (`nearest_similarity`, the familiarity of older exports).
 """
 
 import dataclasses
@@ -34,14 +33,12 @@ SIMILAR_K = 8
 THUMBNAIL_PX = 128
 # The k of the report's k-nearest-neighbour vote (k = 1 is reported too).
 VOTE_K = 5
-# The k of `nearest_similarity` (the 1st would trust one look-alike; on devset k from 1 to
-# 50 separate unseen artists alike, 5 a little best).
+# The k of `nearest_similarity`: the 1st would trust one look-alike.
 FAMILIARITY_K = 5
 # `Familiarity`'s covariances: this share of each is replaced by its mean variance, so
 # that a gallery of fewer paintings than dimensions (100 an artist, 1280 dimensions)
-# still gives an invertible one. On devset's six open-set draws 0.5 separated unseen
-# artists a little better than 0.2 (mean AUROC 0.826 against 0.822, docs/confidence.md);
-# Ledoit-Wolf's estimate (0.02 for the global covariance) inverts the relative distance.
+# still gives an invertible one; half separated unseen artists best of the shares
+# tried (docs/confidence.md), Ledoit-Wolf's far smaller one inverts the distance.
 SHRINKAGE = 0.5
 
 

@@ -131,14 +131,9 @@ def abstention_threshold(probabilities: np.ndarray, labels: np.ndarray, *,
     Thresholds that keep fewer than 10 answers are not trusted: on a small
     validation split a few lucky confident answers would set the rule.
 
-    The point estimate, not a confidence bound. On three open-set runs of devset
-    (`benchmarks/open_set.py`, seeds 0, 1 and 2, with the 10 % distance test; each rule
-    refitted on the SavedModel's validation outputs) the point estimate kept
-    answers 83.5, 86.3 and 92.9 % right on test and rejected 16.2, 10.3 and 24.3 % of
-    known paintings. A Clopper-Pearson lower bound at 80 % kept 87.5, 86.7 and 94.0 %
-    right but rejected 23.8, 11.3 and 26.7 %; at 90 %, 88.8, 86.7 and 95.8 % against
-    27.6, 11.3 and 31.1 %. Choosing where the mean calibrated top probability reaches
-    `precision` (no counting): 83.6, 86.8 and 91.0 % against 15.7, 10.8 and 18.9 %.
+    The point estimate, not a confidence bound: on devset's open-set draws a
+    Clopper-Pearson lower bound kept answers a little more often right but rejected
+    many more known paintings (docs/confidence.md).
     """
     thresholds, coverage, accuracy = accuracy_coverage(probabilities, labels)
     kept = np.arange(1, len(thresholds) + 1)

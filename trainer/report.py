@@ -233,16 +233,8 @@ def plot_reliability(labels: np.ndarray, probabilities: np.ndarray, temperature:
         ece = calibration.expected_calibration_error(probs, labels)
         ax.plot(table["confidence"][filled], table["accuracy"][filled], marker="o",
                 label=f"{label}: ECE {ece:.3f}")
-    ax.set_xlabel("confidence (top probability), 15 equal-width bins")
-    ax.set_ylabel("accuracy in the bin")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
-    ax.set_title("Reliability diagram")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _finish_unit_plot(fig, ax, path, x="confidence (top probability), 15 equal-width bins",
+                      y="accuracy in the bin", legend="upper left", title="Reliability diagram")
 
 
 def plot_coverage(labels: np.ndarray, probabilities: np.ndarray, min_confidence: float,
@@ -261,13 +253,22 @@ def plot_coverage(labels: np.ndarray, probabilities: np.ndarray, min_confidence:
                 label=f"stored rule: p >= {min_confidence:.2f}" + (
                     "" if min_familiarity is None else
                     f" and familiarity >= {min_familiarity:.2f}"))
-    ax.set_xlabel("coverage (share of paintings answered)")
-    ax.set_ylabel("accuracy of the answers given")
+    _finish_unit_plot(fig, ax, path, x="coverage (share of paintings answered)",
+                      y="accuracy of the answers given", legend="lower left",
+                      title="Accuracy-coverage: the rest is \"unknown artist\"", top=1.02)
+
+
+def _finish_unit_plot(fig, ax, path: str, *, x: str, y: str, legend: str, title: str,
+                      top: float = 1.0) -> None:
+    """Labels, a [0, 1] square with a grid, the legend; saved to `path` and closed."""
+    plt = _pyplot()
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
     ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.02)
+    ax.set_ylim(0, top)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower left", fontsize=8)
-    ax.set_title("Accuracy-coverage: the rest is \"unknown artist\"")
+    ax.legend(loc=legend, fontsize=8)
+    ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -58,11 +58,15 @@ def machine() -> dict:
             "tensorflow": getattr(tensorflow, "__version__", None)}
 
 
+# The code that runs is the checkout's as the benchmark starts, not as it ends hours later.
+STARTED_AT = commit()
+
+
 def document(result: dict) -> dict:
     """The file `--json_out` writes: the result with where it came from."""
     benchmark = os.path.splitext(os.path.basename(sys.argv[0] or "?"))[0]
     return {"format": RESULTS_FORMAT, "benchmark": benchmark, "command": command(),
-            "commit": commit(), "date": datetime.date.today().isoformat(),
+            "commit": STARTED_AT, "date": datetime.date.today().isoformat(),
             "machine": machine(), "result": result}
 
 

@@ -63,23 +63,32 @@ def grad_cam(feature_maps: tf.Tensor, gradients: tf.Tensor) -> tf.Tensor:
     return tf.math.divide_no_nan(heatmaps, peak)
 
 
-def forward(explainer: keras.Model, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def view_logits(outputs: list, head=None) -> list[tf.Tensor]:
+    """Each pass's float32 logits: the model's own, or `head` (`serving.head.CosineHead`)
+    applied to the classifier's input, where the artists are a variable."""
+    return [tf.cast(logits if head is None else head(features), tf.float32)
+            for _, features, logits in outputs]
+
+
+def forward(explainer: keras.Model, images: tf.Tensor, *, head=None
+            ) -> tuple[tf.Tensor, tf.Tensor]:
     """Float images [B, S, S, 3] (or views [B, V, S, S, 3]) -> (logits [B, C], normalised
     embeddings [B, D]) from one pass; with views, their combined logits and the mean
     direction of their embeddings (`serving.multiview`, multi-scale views included)."""
     outputs, views = multiview.run(explainer, images)
-    return (multiview.combine_logits([logits for _, _, logits in outputs], views),
+    return (multiview.combine_logits(view_logits(outputs, head), views),
             multiview.combine_embeddings([normalized_embeddings(e) for _, e, _ in outputs],
                                          views))
 
 
 def embed(explainer: keras.Model, images: tf.Tensor) -> tf.Tensor:
     """Float images (or views) -> normalised embeddings [B, D], as `forward` gives them."""
-    return forward(explainer, images)[1]
+    outputs, views = multiview.run(explainer, images)
+    return multiview.combine_embeddings([normalized_embeddings(e) for _, e, _ in outputs], views)
 
 
-def analyze(explainer: keras.Model, images: tf.Tensor, artist_ids: tf.Tensor | None = None
-            ) -> dict[str, tf.Tensor]:
+def analyze(explainer: keras.Model, images: tf.Tensor, artist_ids: tf.Tensor | None = None,
+            *, head=None) -> dict[str, tf.Tensor]:
     """One forward and backward pass over float images in [0, 1].
 
     Returns `logits` [batch, artists] (float32), `embeddings` (normalised) [batch, D],
@@ -95,11 +104,11 @@ def analyze(explainer: keras.Model, images: tf.Tensor, artist_ids: tf.Tensor | N
     with tf.GradientTape() as tape:
         outputs, views = multiview.run(explainer, images)
         feature_maps = outputs[0][0]  # The pass at the model's own size.
-        view_logits = [tf.cast(logits, tf.float32) for _, _, logits in outputs]
-        logits = multiview.combine_logits(view_logits, views)
+        per_pass = view_logits(outputs, head)
+        logits = multiview.combine_logits(per_pass, views)
         if artist_ids is None:
             artist_ids = tf.argmax(logits, axis=-1, output_type=tf.int32)
-        chosen = tf.gather(multiview.whole_views(view_logits[0], views), artist_ids, axis=1,
+        chosen = tf.gather(multiview.whole_views(per_pass[0], views), artist_ids, axis=1,
                            batch_dims=1)
     gradients = tape.gradient(chosen, feature_maps)
     return {

@@ -80,6 +80,7 @@ from pipeline import views as views_lib
 from pipeline.settings import setting
 from serving import abstention, request_checks
 from serving import explain as explain_lib
+from serving import head as head_lib
 from serving import gallery as gallery_lib
 
 SERVING_INPUT = request_checks.SERVING_INPUT
@@ -99,6 +100,9 @@ FAMILIARITY_TEXT = ("the squared Mahalanobis distance of the painting's embeddin
                     "familiar")
 ARTISTS_FILE = "artists.txt"
 METADATA_FILE = "metadata.json"
+# A loaded SavedModel's attribute `STATE_PREFIX + name`: [the variable `name`] of
+# `ServingModule.state`.
+STATE_PREFIX = "state_"
 TFLITE_FILES = {"float32": "model_float32.tflite", "dynamic_range": "model_dynamic_range.tflite"}
 
 
@@ -357,9 +361,24 @@ class ServingModule(tf.Module):
         self.model = model
         self.explainer = explain_lib.explainable(model)
         self.views, self.answer, self.max_pixels = views, answer, max_pixels
-        self.artists = tf.constant(list(artist_names))
+        # Variables of unknown length: enrolment adds or removes artists in place.
+        self.artists = tf.Variable(list(artist_names), dtype=tf.string, trainable=False,
+                                   shape=tf.TensorShape([None]), name="artists")
+        self.head = head_lib.CosineHead.of(model)
         self.gallery = gallery_lib.GalleryModule(gallery, self.artists) if has_gallery else None
-        self.document = tf.constant(json.dumps(document, ensure_ascii=False))
+        self.document = tf.Variable(json.dumps(document, ensure_ascii=False), trainable=False,
+                                    name="document")
+
+    def state(self) -> dict[str, tf.Variable]:
+        """The variables that say which artists the model knows: what enrolment changes
+        (`serving/enrolment.py`), saved as named collections of the SavedModel."""
+        state = {"artists": self.artists, "document": self.document}
+        if self.head is not None:
+            state["head_directions"] = self.head.directions
+        if self.gallery is not None:
+            state.update({f"gallery_{name}": variable
+                          for name, variable in self.gallery.state().items()})
+        return state
 
     def signatures(self) -> dict[str, tf.types.experimental.GenericFunction]:
         """Signature name -> its method."""
@@ -390,12 +409,14 @@ class ServingModule(tf.Module):
 
     @tf.function(input_signature=[IMAGES_SPEC, ARTIST_IDS_SPEC])
     def explain_artist(self, images, artist_ids):
-        count = self.artists.shape[0]
+        count = tf.size(self.artists, out_type=tf.int32)
         in_range = tf.reduce_all((artist_ids >= 0) & (artist_ids < count))
+        message = tf.strings.join([f"{ARTIST_IDS_INPUT}: ids must be in [0, ",
+                                   tf.strings.as_string(count), ")"])
         checks = [tf.debugging.assert_equal(
             tf.size(artist_ids), tf.size(images),
             message=f"{ARTIST_IDS_INPUT}: one artist id per image"),
-            tf.debugging.Assert(in_range, [f"{ARTIST_IDS_INPUT}: ids must be in [0, {count})"])]
+            tf.debugging.Assert(in_range, [message])]
         with tf.control_dependencies(checks):
             outputs = self._explained(images, tf.identity(artist_ids))
         return {key: outputs[key] for key in EXPLAIN_KEYS}
@@ -415,7 +436,7 @@ class ServingModule(tf.Module):
 
     @tf.function(input_signature=[])
     def metadata(self):
-        return {"metadata": self.document, "artists": self.artists}
+        return {"metadata": tf.identity(self.document), "artists": tf.identity(self.artists)}
 
     def _decoded(self, images: tf.Tensor) -> tf.Tensor:
         return decode_batch(images, self.views, max_pixels=self.max_pixels)
@@ -425,13 +446,14 @@ class ServingModule(tf.Module):
         return self.answer.outputs(probabilities, self.artists, familiarity)
 
     def _predict(self, uint8_pixels: tf.Tensor) -> dict[str, tf.Tensor]:
-        logits, embeddings = explain_lib.forward(self.explainer, ops.rescale(uint8_pixels))
+        logits, embeddings = explain_lib.forward(self.explainer, ops.rescale(uint8_pixels),
+                                                 head=self.head)
         return self._answer(self.answer.probabilities(logits), embeddings)
 
     def _explained(self, images: tf.Tensor, artist_ids: tf.Tensor | None = None
                    ) -> dict[str, tf.Tensor]:
         outputs = explain_lib.analyze(self.explainer, ops.rescale(self._decoded(images)),
-                                      artist_ids)
+                                      artist_ids, head=self.head)
         outputs["probabilities"] = self.answer.probabilities(outputs["logits"])
         ids = outputs["explained_ids"]
         outputs["explained_artists"] = tf.gather(self.artists, ids)
@@ -449,8 +471,8 @@ def write_saved_model(module: ServingModule, path: str) -> None:
     """
     archive = keras.export.ExportArchive()
     archive.track(module.model)
-    if module.gallery:
-        archive.track(module.gallery)
+    for name, variable in module.state().items():  # Found by name once loaded (enrolment).
+        archive.add_variable_collection(STATE_PREFIX + name, [variable])
     for name, function in module.signatures().items():
         archive.add_endpoint(name=name, fn=function)
     archive.write_out(path, verbose=False)

@@ -174,6 +174,14 @@ def similar_count(gallery: Gallery, k: int = SIMILAR_K) -> int:
     return min(k, len(gallery))
 
 
+def _rows(value, name: str, dtype=None) -> tf.Variable:
+    """A variable of unknown length (its first dimension): enrolment adds and removes rows."""
+    value = np.asarray(value, dtype=object if dtype == tf.string else None)
+    return tf.Variable(list(value) if dtype == tf.string else value, dtype=dtype,
+                       trainable=False, name=name,
+                       shape=tf.TensorShape([None, *value.shape[1:]]))
+
+
 class GalleryModule(tf.Module):
     """The gallery as SavedModel variables, and the nearest-neighbour lookup over them."""
 
@@ -181,16 +189,22 @@ class GalleryModule(tf.Module):
         super().__init__(name="gallery")
         self.k = similar_count(gallery, k)
         self.artists = artists
-        self.embeddings = tf.Variable(gallery.embeddings.astype(np.float32), trainable=False,
-                                      name="embeddings")
-        self.labels = tf.Variable(gallery.labels.astype(np.int32), trainable=False, name="labels")
-        self.file_names = tf.Variable(list(gallery.file_names), dtype=tf.string,
-                                      trainable=False, name="file_names")
-        self.thumbnails = tf.Variable(list(gallery.thumbnails), dtype=tf.string,
-                                      trainable=False, name="thumbnails")
-        self.measure = {field.name: tf.Variable(getattr(gallery.measure, field.name),
-                                                trainable=False, name=field.name)
-                        for field in dataclasses.fields(Familiarity)}
+        self.embeddings = _rows(gallery.embeddings.astype(np.float32), "embeddings")
+        self.labels = _rows(gallery.labels.astype(np.int32), "labels")
+        self.file_names = _rows(gallery.file_names, "file_names", tf.string)
+        self.thumbnails = _rows(gallery.thumbnails, "thumbnails", tf.string)
+        self.measure = {}
+        for field in dataclasses.fields(Familiarity):
+            value = getattr(gallery.measure, field.name)
+            # One row an artist: the artists' means; the rest are [D] and [D, D].
+            self.measure[field.name] = (_rows(value, field.name) if field.name == "artist_means"
+                                        else tf.Variable(value, trainable=False, name=field.name))
+
+    def state(self) -> dict[str, tf.Variable]:
+        """Every variable, by the name of the `Gallery` field or `Familiarity` field it holds."""
+        return {"embeddings": self.embeddings, "labels": self.labels,
+                "file_names": self.file_names, "thumbnails": self.thumbnails,
+                **{f"familiarity_{name}": variable for name, variable in self.measure.items()}}
 
     def nearest(self, embeddings: tf.Tensor) -> dict[str, tf.Tensor]:
         """Normalised embeddings [batch, D] -> the k most similar gallery paintings each."""

@@ -63,3 +63,145 @@ def source(results: Results, *names: str) -> str:
             machine.get("cpu", "")) if part)
         lines.append(f"`{document['command']}` ({where}; `results/{name}.json`)")
     return "\n" + "<br>\n".join(lines) + "\n"
+
+
+def runs_of(results: Results, prefix: str) -> list[str]:
+    """The results files named `prefix` or `prefix_*`, in name order."""
+    return sorted(name for name in results if name == prefix or name.startswith(prefix + "_"))
+
+
+# --- Accuracy: recipes ------------------------------------------------------------------
+
+
+def _recipes(results: Results, name: str) -> str:
+    variants = results.result(name)
+    seeds = len(next(iter(variants.values()))["runs"])
+    rows = []
+    for variant, figures in variants.items():
+        spread = f" ± {percent(figures['test_accuracy_sd'])}" if seeds > 1 else ""
+        runs = figures["runs"]
+        rows.append([f"`{variant}`", percent(figures["test_accuracy"]) + spread,
+                     f"{figures['macro_f1']:.3f}", points(figures["gain"]),
+                     number(sum(r["epochs"] for r in runs) / len(runs), 1),
+                     number(sum(r["cpu_seconds"] for r in runs) / len(runs))])
+    header = ["recipe", f"test accuracy ({seeds} seed{'s' * (seeds > 1)})", "macro-F1",
+              "against the first", "epochs", "training CPU s"]
+    return table(header, rows) + source(results, name)
+
+
+def recipes_devset(results: Results) -> str:
+    return _recipes(results, "recipes_devset")
+
+
+def recipes_subsample(results: Results) -> str:
+    return _recipes(results, "recipes_subsample")
+
+
+def calibration(results: Results) -> str:
+    names = [name for name in ("recipes_devset", "recipes_subsample") if name in results]
+    if not names:
+        raise KeyError("recipes_devset")
+    rows = []
+    for name in names:
+        for seed, run in enumerate(results.result(name)["default"]["runs"]):
+            if "ece" not in run:
+                continue
+            rows.append([COLLECTIONS[name] + (f", run {seed + 1}" if seed else ""),
+                         f"{run['temperature']:.2f}",
+                         f"{run['ece_before']:.3f} → {run['ece']:.3f}",
+                         f"{run['ece_floor']:.3f}", f"{run['nll_before']:.3f} → {run['nll']:.3f}",
+                         percent(run["coverage"]),
+                         percent(run["accuracy_answered"]) if run.get("accuracy_answered")
+                         is not None else "-"])
+    header = ["default recipe on", "temperature", "ECE before → after", "ECE floor",
+              "NLL before → after", "answered", "right when answered"]
+    return table(header, rows) + source(results, *names)
+
+
+COLLECTIONS = {"recipes_devset": "devset (15 painters)",
+               "recipes_subsample": "7 × 100 subsample"}
+
+
+# --- Unknown artists ----------------------------------------------------------------------
+
+
+def open_set(results: Results) -> str:
+    names = runs_of(results, "open_set")
+    if not names:
+        raise KeyError("open_set_seed0")
+    rows, met = [], 0
+    for name in names:
+        result = results.result(name)
+        targets = result["targets"]
+        all_met = all(target["met"] for target in targets.values())
+        met += all_met
+        rows.append([name.removeprefix("open_set_"), ", ".join(result["held_out"]),
+                     percent(result["known_accuracy"]),
+                     f"{targets['auroc']['value']:.3f} ({targets['auroc']['score']})",
+                     percent(result["rule"]["unknown_rejected"]),
+                     percent(result["rule"]["known_rejected"]), "yes" if all_met else "no"])
+    first = results.result(names[0])["targets"]
+    header = ["draw", "held-out painters", "known accuracy", "best AUROC",
+              "unknown said unknown", "known said unknown", "all targets"]
+    summary = (f"\nAll three targets (AUROC ≥ {first['auroc']['limit']}, ≥ "
+               f"{percent(first['unknown_rejected']['limit'], 0)} of unknown paintings "
+               f"rejected, ≤ {percent(first['known_rejected']['limit'], 0)} of known) met on "
+               f"{met} of {len(names)} draws.\n")
+    return table(header, rows) + summary + source(results, *names)
+
+
+# --- Speed ----------------------------------------------------------------------------------
+
+
+PIPELINE_STAGES = {"a": "the original recipe's Keras layers (decode, 5 `Random*`, rescale)",
+                   "b": "decode only", "c": "`create_split`, no augmentation",
+                   "d": "`create_split`, full augmentation (one fused warp + contrast)"}
+
+
+def pipeline_speed(results: Results) -> str:
+    result = results.result("pipeline_devset")
+    rows = [[text, number(result[stage]), f"{result[f'{stage}_cpu_ms']:.2f}"]
+            for stage, text in PIPELINE_STAGES.items() if stage in result]
+    ratio = (f"\nFull augmentation against the Keras layers: × {result['d_over_a']:.1f} "
+             f"images/s (× {result['cpu_d_over_a']:.1f} per CPU second).\n"
+             if "d_over_a" in result else "")
+    return (table(["stage", "images/s", "CPU ms per image"], rows) + ratio
+            + source(results, "pipeline_devset"))
+
+
+def serving_speed(results: Results) -> str:
+    names = runs_of(results, "serving")
+    if not names:
+        raise KeyError("serving_devset")
+    rows = []
+    for name in names:
+        r = results.result(name)
+        rows.append([name.removeprefix("serving_").replace("_", " "), str(r["views"]),
+                     f"{r['bytes_cpu_ms_per_image']:.1f}", number(r["bytes_images_per_s"]),
+                     f"{r['p50_ms']:.0f} / {r['p95_ms']:.0f}",
+                     f"× {r['baseline_cost_ratio']:.2f}" if "baseline_cost_ratio" in r else "-"])
+    header = ["export", "views", "CPU ms per painting", "paintings/s (batches)",
+              "one painting p50 / p95 ms", "cost against one view"]
+    return table(header, rows) + source(results, *names)
+
+
+def app_speed(results: Results) -> str:
+    result = results.result("app_devset")
+    rows = [[row["path"], str(row["batch"]), str(row["clients"]), number(row["images_per_s"]),
+             f"{row['p50_ms']:.0f} / {row['p95_ms']:.0f}"] for row in result["rows"]]
+    out = table(["path", "images a request", "clients", "images/s", "p50 / p95 ms"], rows)
+    costs = result.get("signature_costs") or {}
+    if costs:
+        out += "\n" + table(["signature", "CPU ms per image"],
+                            [[f"`{name}`", f"{cost['ms_per_image']:.1f}"]
+                             for name, cost in costs.items()])
+    return out + source(results, "app_devset")
+
+
+# --- Index --------------------------------------------------------------------------------
+
+
+def results_index(results: Results) -> str:
+    rows = [[f"`results/{name}.json`", document["benchmark"], f"`{document['command']}`",
+             str(document.get("commit") or "-")] for name, document in results.items()]
+    return table(["file", "benchmark", "command", "commit"], rows)

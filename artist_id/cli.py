@@ -19,6 +19,8 @@ COMMANDS = {
     "evaluate": ("artist_id.evaluate", (), "evaluate an exported model on a dataset split"),
     "predict": ("artist_id.predict", (), "name the artist of image files with a SavedModel"),
     "serve": ("artist_id.serve", (), "the web app and TensorFlow Serving's REST API"),
+    "enroll": ("artist_id.enroll", (), "add an artist to a SavedModel from a few paintings, "
+               "or take one out"),
     "info": ("artist_id.predict", ("--info",), "what a SavedModel knows about itself"),
     "samples": ("artist_id.samples", (), "write a few paintings of a split to a folder"),
     "preview": ("artist_id.preview", (), "a contact sheet of the training augmentation"),

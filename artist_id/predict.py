@@ -20,7 +20,6 @@ training paintings and the artist's card (`serving.panel`), from the model's
 
 import concurrent.futures
 import csv
-import glob
 import json
 import os
 import re
@@ -28,7 +27,8 @@ import sys
 
 from absl import app, flags
 
-from serving import abstention, errors
+from artist_id import paths
+from serving import abstention, errors, versions
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "Exported SavedModel directory (WORKDIR/saved_model).")
@@ -57,31 +57,9 @@ flags.DEFINE_enum("progress", "auto", ["auto", "on", "off"],
                   "than one batch of files.")
 flags.mark_flag_as_required("model_dir")
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 HTML_TOP = 5
 # Fields shown by --details, in this order, when an artist has them.
 DETAIL_FIELDS = ("years", "genre", "nationality", "wikipedia")
-
-
-def expand_paths(patterns: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
-    """Files, folders (recursive) and globs -> (image files, [(pattern, error)])."""
-    files, errors = [], []
-    for pattern in patterns:
-        matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
-        if not matches or not os.path.exists(matches[0]):
-            errors.append((pattern, "no such file or directory"))
-            continue
-        for path in matches:
-            if os.path.isdir(path):
-                files += sorted(
-                    os.path.join(root, name)
-                    for root, _, names in os.walk(path)
-                    for name in names
-                    if name.lower().endswith(IMAGE_EXTENSIONS)
-                )
-            else:
-                files.append(path)
-    return files, errors
 
 
 # --- The model ------------------------------------------------------------------------
@@ -315,17 +293,19 @@ def progress_bar(total: int):
 def main(argv):
     if len(argv) < 2 and not FLAGS.info:
         raise app.UsageError("Name at least one image file, folder or glob pattern.")
-    if not os.path.isdir(FLAGS.model_dir):
-        sys.exit(f"predict.py: error: no SavedModel directory at {FLAGS.model_dir}")
+    try:  # A SavedModel, or a model base's highest version (TF Serving's layout).
+        model_dir = versions.resolve(FLAGS.model_dir)
+    except ValueError as e:
+        sys.exit(f"predict.py: error: {e}")
     # TensorFlow loads only once the arguments are checked: `--help` and usage errors
     # come back at once, not after seconds of start-up.
     import tensorflow as tf
 
-    loaded = tf.saved_model.load(FLAGS.model_dir)
-    document = load_metadata(loaded, FLAGS.model_dir)
+    loaded = tf.saved_model.load(model_dir)
+    document = load_metadata(loaded, model_dir)
     if FLAGS.info:
         print(json.dumps(document, indent=2, ensure_ascii=False) if FLAGS.format == "json"
-              else format_info(FLAGS.model_dir, document))
+              else format_info(model_dir, document))
         return
     # The panel signature answers everything serving_default does, plus the heatmap
     # and similar paintings, at the cost of a backward pass: only for --html.
@@ -341,7 +321,7 @@ def main(argv):
         print("predict.py: --min_familiarity: this model has no gallery, so no familiarity "
               "(export it with --gallery_per_artist > 0); ignored", file=sys.stderr)
 
-    files, errors = expand_paths(argv[1:])
+    files, errors = paths.expand(argv[1:])
     csv_writer = CsvWriter(sys.stdout, details=FLAGS.details) if FLAGS.format == "csv" else None
     for path, message in errors:  # Missing paths belong in machine-readable output too.
         if FLAGS.format == "json":
@@ -374,7 +354,7 @@ def main(argv):
             bar.update(len(batch))
     bar.close()
     if FLAGS.html:
-        count = write_html(FLAGS.html, page, document, title=f"Artists by {FLAGS.model_dir}")
+        count = write_html(FLAGS.html, page, document, title=f"Artists by {model_dir}")
         print(f"predict.py: wrote {FLAGS.html} ({count} paintings)", file=sys.stderr)
     for path, message in errors:
         print(f"predict.py: error: {path}: {message}", file=sys.stderr)

@@ -32,7 +32,6 @@ gets the error. Other routes (an upload page, say) pass `extra_routes` to
 import asyncio
 import contextlib
 import json
-import os
 import sys
 import urllib.parse
 from collections.abc import Sequence
@@ -43,7 +42,7 @@ from absl import app, flags, logging
 from starlette import applications, exceptions, requests, responses, routing
 
 from serving import batcher as batcher_lib
-from serving import errors, panel, rest, upload
+from serving import errors, panel, rest, upload, versions
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "Exported SavedModel directory (WORKDIR/saved_model).")
@@ -194,13 +193,15 @@ def create_app(
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError("Too many command-line arguments.")
-    if not os.path.isdir(FLAGS.model_dir):
-        sys.exit(f"serve.py: error: no SavedModel directory at {FLAGS.model_dir}")
-    application = create_app(FLAGS.model_dir, model_name=FLAGS.model_name,
+    try:  # A SavedModel, or a model base's highest version (TF Serving's layout).
+        model_dir = versions.resolve(FLAGS.model_dir)
+    except ValueError as e:
+        sys.exit(f"serve.py: error: {e}")
+    application = create_app(model_dir, model_name=FLAGS.model_name,
                              max_batch=FLAGS.max_batch,
                              max_request_bytes=FLAGS.max_request_mb * 2**20)
     logging.info("Serving %s (signatures: %s): upload page at http://%s:%d/, REST API at "
-                 "http://%s:%d/v1/models/%s", FLAGS.model_dir,
+                 "http://%s:%d/v1/models/%s", model_dir,
                  ", ".join(application.state.model.signatures), FLAGS.host, FLAGS.port,
                  FLAGS.host, FLAGS.port, FLAGS.model_name)
     uvicorn.run(application, host=FLAGS.host, port=FLAGS.port, log_level="info")

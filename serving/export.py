@@ -515,11 +515,11 @@ def export_model(
     module = ServingModule(model, views=views, answer=answer, artist_names=names,
                            document=document, gallery=gallery, max_pixels=max_pixels)
     write_saved_model(module, path)
-    _write_assets(path, artist_names=names, document=document)
+    write_assets(path, artist_names=names, document=document)
     return path
 
 
-def _write_assets(path: str, *, artist_names: list[str], document: dict) -> None:
+def write_assets(path: str, *, artist_names: list[str], document: dict) -> None:
     """Human-readable side files; the `metadata` signature serves the same document."""
     extra = os.path.join(path, "assets.extra")
     os.makedirs(extra, exist_ok=True)

@@ -86,6 +86,8 @@ from serving import gallery as gallery_lib
 SERVING_INPUT = request_checks.SERVING_INPUT
 PIXELS_INPUT = "pixels"
 ARTIST_IDS_INPUT = "artist_ids"
+CLAIMED_INPUT = "artists"  # `verify`: the artist each painting is said to be by.
+OTHER_IMAGES_INPUT = "other_images"  # `verify_pair`: the paintings compared with `images`.
 # Artists a served answer lists; the report's top-k accuracy counts the same k.
 DEFAULT_TOP_K = 5
 DEFAULT_MAX_PIXELS = request_checks.DEFAULT_MAX_PIXELS
@@ -98,6 +100,9 @@ FAMILIARITY_TEXT = ("the squared Mahalanobis distance of the painting's embeddin
                     "mean of the gallery's paintings less the one to the nearest artist's "
                     "mean (the relative Mahalanobis distance, negated); higher is more "
                     "familiar")
+VERIFY_TEXT = ("cosine similarity of embeddings: a painting's against the claimed artist's "
+               "direction in the head (verify), or against another painting's (verify_pair); "
+               "accepted at or above the threshold")
 ARTISTS_FILE = "artists.txt"
 METADATA_FILE = "metadata.json"
 # A loaded SavedModel's attribute `STATE_PREFIX + name`: [the variable `name`] of
@@ -158,6 +163,21 @@ class Answer:
             "unknown": unknown,
             **({} if familiarity is None else {"familiarity": familiarity}),
         }
+
+
+@dataclasses.dataclass(frozen=True)
+class Verification:
+    """The `verify` signatures' thresholds on the cosine similarity (`trainer.verification`,
+    fitted on validation for a stated false-accept rate); inf: never accepted (not fitted)."""
+
+    claim_threshold: float = float("inf")
+    pair_threshold: float = float("inf")
+
+    @classmethod
+    def of(cls, fitted: dict | None) -> "Verification":
+        fitted = fitted or {}
+        return cls(**{f"{kind}_threshold": fitted[kind]["threshold"]
+                      for kind in ("claim", "pair") if kind in fitted})
 
 
 # --- Requests -> model inputs ---------------------------------------------------------
@@ -273,6 +293,10 @@ def _signature_texts(similar_k: int) -> dict:
             "panel": f"{SERVING_INPUT} -> serving_default's, explain's and similar's "
                      "outputs in one pass"} if similar_k else {
             "panel": f"{SERVING_INPUT} -> serving_default's and explain's outputs"}),
+        "verify": f"{SERVING_INPUT}, {CLAIMED_INPUT} tf.string [batch] -> same_hand, "
+                  "same_hand_accepted: is each painting by the artist named? (cosine head)",
+        "verify_pair": f"{SERVING_INPUT}, {OTHER_IMAGES_INPUT} -> same_hand, "
+                       "same_hand_accepted: are two paintings by the same hand?",
         "metadata": "no inputs; this document as JSON",
     }
 
@@ -297,6 +321,7 @@ def build_metadata(
     metadata: dict | None = None,
     gallery: gallery_lib.Gallery | None = None,
     abstention: dict | None = None,
+    verification: dict | None = None,
 ) -> dict:
     """The document stored as `assets.extra/metadata.json` and in the `metadata` signature
     (`export_model` says what the arguments hold)."""
@@ -320,6 +345,8 @@ def build_metadata(
         "calibration": {"temperature": answer.temperature, "method": "temperature scaling (the "
                         "logits are divided by it), fitted on the validation split by NLL"},
         "abstention": _abstention_info(answer, abstention),
+        "verification": {"score": VERIFY_TEXT, **(verification or {
+            "note": "no thresholds fitted (no validation split): nothing is accepted"})},
         "tensorflow_version": tf.__version__,
         "keras_version": keras.__version__,
     }
@@ -333,9 +360,11 @@ IMAGES_SPEC = tf.TensorSpec([None], tf.string, name=SERVING_INPUT)
 UINT8_PIXELS_SPEC = tf.TensorSpec([None, None, None, 3], tf.uint8, name=PIXELS_INPUT)
 FLOAT_PIXELS_SPEC = tf.TensorSpec([None, None, None, 3], tf.float32, name=PIXELS_INPUT)
 ARTIST_IDS_SPEC = tf.TensorSpec([None], tf.int32, name=ARTIST_IDS_INPUT)
+CLAIMED_SPEC = tf.TensorSpec([None], tf.string, name=CLAIMED_INPUT)
+OTHER_IMAGES_SPEC = tf.TensorSpec([None], tf.string, name=OTHER_IMAGES_INPUT)
 EXPLAIN_KEYS = ("heatmaps", "explained_ids", "explained_artists", "explained_probabilities")
 # Every model has these; one exported with a gallery also `similar`.
-SIGNATURES = ("serving_default", "serve_pixels", "serve_float_pixels", "embed", "explain",
+SIGNATURES = ("serving_default", "serve_pixels", "serve_float_pixels", "embed", "verify_pair", "explain",
               "explain_artist", "panel", "metadata")
 
 
@@ -349,6 +378,7 @@ class ServingModule(tf.Module):
     def __init__(self, model: keras.Model, *, views: views_lib.Views, answer: Answer,
                  artist_names: list[str], document: dict,
                  gallery: gallery_lib.Gallery | None = None,
+                 verification: Verification = Verification(),
                  max_pixels: int = DEFAULT_MAX_PIXELS):
         super().__init__(name="signatures")
         if views.resize_mode not in ops.RESIZE_MODES:
@@ -368,6 +398,8 @@ class ServingModule(tf.Module):
         self.gallery = gallery_lib.GalleryModule(gallery, self.artists) if has_gallery else None
         self.document = tf.Variable(json.dumps(document, ensure_ascii=False), trainable=False,
                                     name="document")
+        self.claim_threshold = tf.constant(verification.claim_threshold, tf.float32)
+        self.pair_threshold = tf.constant(verification.pair_threshold, tf.float32)
 
     def state(self) -> dict[str, tf.Variable]:
         """The variables that say which artists the model knows: what enrolment changes
@@ -382,7 +414,8 @@ class ServingModule(tf.Module):
 
     def signatures(self) -> dict[str, tf.types.experimental.GenericFunction]:
         """Signature name -> its method."""
-        names = [*SIGNATURES, *(["similar"] if self.gallery else [])]
+        names = [*SIGNATURES, *(["similar"] if self.gallery else []),
+                 *(["verify"] if self.head is not None else [])]
         return {name: getattr(self, name) for name in names}
 
     @tf.function(input_signature=[IMAGES_SPEC])
@@ -399,8 +432,7 @@ class ServingModule(tf.Module):
 
     @tf.function(input_signature=[IMAGES_SPEC])
     def embed(self, images):
-        embeddings = explain_lib.embed(self.explainer, ops.rescale(self._decoded(images)))
-        return {"embeddings": embeddings}
+        return {"embeddings": self._embeddings(images)}
 
     @tf.function(input_signature=[IMAGES_SPEC])
     def explain(self, images):
@@ -434,12 +466,49 @@ class ServingModule(tf.Module):
             panel.update(self.gallery.nearest(outputs["embeddings"]))
         return panel
 
+    @tf.function(input_signature=[IMAGES_SPEC, CLAIMED_SPEC])
+    def verify(self, images, artists):
+        """Is each painting by the artist named beside it? Its embedding against that
+        artist's direction in the head (`trainer.verification`)."""
+        ids = self._artist_ids(artists)
+        with tf.control_dependencies([tf.debugging.assert_equal(
+                tf.size(artists), tf.size(images),
+                message=f"{CLAIMED_INPUT}: one artist named per image")]):
+            embeddings = self._embeddings(images)
+        directions = tf.gather(head_lib.unit_rows(self.head.directions), ids)
+        score = tf.reduce_sum(embeddings * directions, axis=-1)
+        return {"same_hand": score, "same_hand_accepted": score >= self.claim_threshold,
+                "claimed_ids": ids}
+
+    @tf.function(input_signature=[IMAGES_SPEC, OTHER_IMAGES_SPEC])
+    def verify_pair(self, images, other_images):
+        """Are two paintings by the same hand, any hand (the model need not know it)?"""
+        with tf.control_dependencies([tf.debugging.assert_equal(
+                tf.size(other_images), tf.size(images),
+                message=f"{OTHER_IMAGES_INPUT}: one painting to compare with each image")]):
+            first = self._embeddings(images)
+        score = tf.reduce_sum(first * self._embeddings(other_images), axis=-1)
+        return {"same_hand": score, "same_hand_accepted": score >= self.pair_threshold}
+
     @tf.function(input_signature=[])
     def metadata(self):
         return {"metadata": tf.identity(self.document), "artists": tf.identity(self.artists)}
 
     def _decoded(self, images: tf.Tensor) -> tf.Tensor:
         return decode_batch(images, self.views, max_pixels=self.max_pixels)
+
+    def _embeddings(self, images: tf.Tensor) -> tf.Tensor:
+        return explain_lib.embed(self.explainer, ops.rescale(self._decoded(images)))
+
+    def _artist_ids(self, names: tf.Tensor) -> tf.Tensor:
+        """Artist names [batch] -> their ids; InvalidArgument naming one the model lacks."""
+        matches = tf.equal(names[:, None], self.artists[None, :])
+        found = tf.reduce_any(matches, axis=1)
+        missing = tf.boolean_mask(names, tf.logical_not(found))
+        message = tf.strings.join([f"{CLAIMED_INPUT}: this model knows no artist named ",
+                                   tf.strings.reduce_join(missing[:1])])
+        with tf.control_dependencies([tf.debugging.Assert(tf.reduce_all(found), [message])]):
+            return tf.argmax(tf.cast(matches, tf.int32), axis=1, output_type=tf.int32)
 
     def _answer(self, probabilities: tf.Tensor, embeddings: tf.Tensor) -> dict[str, tf.Tensor]:
         familiarity = self.gallery.familiarity(embeddings) if self.gallery else None
@@ -493,6 +562,7 @@ def export_model(
     artist_metadata: dict[str, dict] | None = None,
     metadata: dict | None = None,
     abstention: dict | None = None,
+    verification: dict | None = None,
 ) -> str:
     """Writes the SavedModel described in this module's docstring; returns `path`.
 
@@ -505,15 +575,19 @@ def export_model(
     `artist_metadata` maps an artist name to fields such as years and genre.
     `metadata` keys `dataset` (TFDS full name "name/config/version" or a dict) and
     `metrics` are stored in their own fields; any other key is stored as is.
+    `verification`: the `verify` thresholds and how they were fitted
+    (`trainer.verification.fit`); without it the signatures score but accept nothing.
     """
     names = list(artist_names)
     answer = dataclasses.replace(answer, top_k=min(answer.top_k, len(names)))
     gallery = gallery if gallery is not None and len(gallery) else None
     document = build_metadata(artist_names=names, views=views, answer=answer,
                               max_pixels=max_pixels, artist_metadata=artist_metadata,
-                              metadata=metadata, gallery=gallery, abstention=abstention)
+                              metadata=metadata, gallery=gallery, abstention=abstention,
+                              verification=verification)
     module = ServingModule(model, views=views, answer=answer, artist_names=names,
-                           document=document, gallery=gallery, max_pixels=max_pixels)
+                           document=document, gallery=gallery, max_pixels=max_pixels,
+                           verification=Verification.of(verification))
     write_saved_model(module, path)
     write_assets(path, artist_names=names, document=document)
     return path

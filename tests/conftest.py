@@ -16,12 +16,15 @@ from PIL import Image
 
 import artist_tfds  # noqa: F401  Registers the builders.
 from artist_tfds import features as features_lib
+from artist_tfds.sample_paintings import sample_paintings_dataset_builder as sample_builder
 from artist_id import configs
 import pipeline
 from pipeline import views as views_lib
 from serving import explain, export
+from serving import head as head_lib
 from serving import gallery as gallery_lib
 from trainer import config as config_lib
+from trainer import models, verification
 from trainer import train_lib
 
 TINY = "sample_paintings/tiny"
@@ -194,3 +197,64 @@ def trained_run(tiny_data_dir, tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("run"))
     config = tiny_config(tiny_data_dir)
     return config, workdir, train_lib.train_and_evaluate(config, workdir)
+
+
+# --- A model base of a cosine-head model, for enrolment and verification ----------------
+
+COSINE_SIZE = 64
+KNOWN = 5  # sample_paintings' first five artists are trained; the sixth is the newcomer.
+PER_ARTIST = 16
+NEWCOMER = sample_builder.ARTIST_NAMES[KNOWN]
+
+
+def painting(artist: int, index: int) -> bytes:
+    """A procedural painting of `artist` as JPEG bytes, as the dataset stores it."""
+    return sample_builder.create_example("default", "train", artist, index)[1]["image"]
+
+
+def pixels(encoded: bytes) -> np.ndarray:
+    image = Image.open(io.BytesIO(encoded)).convert("RGB").resize((COSINE_SIZE, COSINE_SIZE))
+    return np.asarray(image, np.float32) / 255.0
+
+
+@pytest.fixture(scope="session")
+def cosine_model_base(tmp_path_factory) -> str:
+    """MODEL_BASE/1: five artists, a cosine head on EfficientNet-Lite0's ImageNet features."""
+    keras.utils.set_random_seed(0)
+    model = models.create_model("backbone", backbone="efficientnet_lite0", weights="imagenet",
+                                num_classes=KNOWN, image_size=COSINE_SIZE, head="cosine")
+    models.set_backbone_trainable(model, False)
+    encoded = [painting(a, i) for a in range(KNOWN) for i in range(PER_ARTIST)]
+    x = np.stack([pixels(e) for e in encoded])
+    y = np.repeat(np.arange(KNOWN), PER_ARTIST)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=8, batch_size=16, verbose=0)
+    embed = gallery_lib.embedding_fn(explain.explainable(model))
+    gallery = gallery_lib.Gallery(
+        embeddings=embed(x), labels=y.astype(np.int32),
+        file_names=np.array([f"{i}.jpg".encode() for i in range(len(y))], object),
+        thumbnails=np.array([encode(picture(i, 16, 16)) for i in range(len(y))], object))
+    # Verification's thresholds from paintings the head did not train on, as from validation.
+    validation = np.stack([pixels(painting(a, 300 + i)) for a in range(KNOWN) for i in range(8)])
+    fitted = verification.fit(embed(validation), np.repeat(np.arange(KNOWN), 8),
+                              head_lib.CosineHead.of(model).directions.numpy(),
+                              false_accept=0.05)
+    base = tmp_path_factory.mktemp("models")
+    export.export_model(model, str(base / "1"), artist_names=list(sample_builder.ARTIST_NAMES[
+        :KNOWN]), views=views_lib.Views(COSINE_SIZE), answer=export.Answer(top_k=3),
+                        gallery=gallery, verification=fitted,
+                        metadata={"config": {"export": {"gallery_per_artist": 6}}})
+    return str(base)
+
+
+@pytest.fixture(scope="session")
+def newcomer_files(tmp_path_factory) -> list[str]:
+    """20 paintings of the sixth artist on disk: 10 to enrol from, 10 to recognise."""
+    folder = tmp_path_factory.mktemp("newcomer")
+    files = []
+    for i in range(20):
+        path = folder / f"newcomer_{i:02d}.jpg"
+        path.write_bytes(painting(KNOWN, 100 + i))
+        files.append(str(path))
+    return files

@@ -1,76 +1,18 @@
 """Adding an artist to an exported model, and taking one out, without retraining."""
 
-import io
 import os
 import signal
 import subprocess
 import sys
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 
 from artist_tfds.sample_paintings import sample_paintings_dataset_builder as sample_builder
-from pipeline import views as views_lib
-from serving import enrolment, explain, export, versions
-from serving import gallery as gallery_lib
-from tests.conftest import ENV, ROOT, encode, export_tiny_model, picture
-from trainer import models
-
-SIZE = 64
-KNOWN = 5  # sample_paintings' first five artists are trained; the sixth is the newcomer.
-PER_ARTIST = 16
-NEWCOMER = sample_builder.ARTIST_NAMES[KNOWN]
-
-
-def painting(artist: int, index: int) -> bytes:
-    """A procedural painting of `artist` as JPEG bytes, as the dataset stores it."""
-    return sample_builder.create_example("default", "train", artist, index)[1]["image"]
-
-
-def pixels(encoded: bytes) -> np.ndarray:
-    image = Image.open(io.BytesIO(encoded)).convert("RGB").resize((SIZE, SIZE))
-    return np.asarray(image, np.float32) / 255.0
-
-
-@pytest.fixture(scope="module")
-def model_base(tmp_path_factory) -> str:
-    """MODEL_BASE/1: five artists, a cosine head on EfficientNet-Lite0's ImageNet features."""
-    keras.utils.set_random_seed(0)
-    model = models.create_model("backbone", backbone="efficientnet_lite0", weights="imagenet",
-                                num_classes=KNOWN, image_size=SIZE, head="cosine")
-    models.set_backbone_trainable(model, False)
-    encoded = [painting(a, i) for a in range(KNOWN) for i in range(PER_ARTIST)]
-    x = np.stack([pixels(e) for e in encoded])
-    y = np.repeat(np.arange(KNOWN), PER_ARTIST)
-    model.compile(optimizer=keras.optimizers.Adam(1e-2),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(x, y, epochs=8, batch_size=16, verbose=0)
-    embed = gallery_lib.embedding_fn(explain.explainable(model))
-    gallery = gallery_lib.Gallery(
-        embeddings=embed(x), labels=y.astype(np.int32),
-        file_names=np.array([f"{i}.jpg".encode() for i in range(len(y))], object),
-        thumbnails=np.array([encode(picture(i, 16, 16)) for i in range(len(y))], object))
-    base = tmp_path_factory.mktemp("models")
-    export.export_model(model, str(base / "1"), artist_names=list(sample_builder.ARTIST_NAMES[
-        :KNOWN]), views=views_lib.Views(SIZE), answer=export.Answer(top_k=3), gallery=gallery,
-                        metadata={"config": {"export": {"gallery_per_artist": 6}}})
-    return str(base)
-
-
-@pytest.fixture(scope="module")
-def newcomer_files(tmp_path_factory) -> list[str]:
-    """20 paintings of the sixth artist on disk: 10 to enrol from, 10 to recognise."""
-    folder = tmp_path_factory.mktemp("newcomer")
-    files = []
-    for i in range(20):
-        path = folder / f"newcomer_{i:02d}.jpg"
-        path.write_bytes(painting(KNOWN, 100 + i))
-        files.append(str(path))
-    return files
-
+from serving import enrolment, versions
+from tests.conftest import (ENV, KNOWN, NEWCOMER, ROOT, export_tiny_model, painting,
+                            cosine_model_base as model_base, newcomer_files)  # noqa: F401
 
 def answers(model_dir: str, images: list[bytes]) -> dict[str, np.ndarray]:
     panel = tf.saved_model.load(model_dir).signatures["panel"]

@@ -41,6 +41,7 @@ import uvicorn
 from absl import app, flags, logging
 from starlette import applications, exceptions, requests, responses, routing
 
+from artist_id import web_enroll
 from serving import batcher as batcher_lib
 from serving import errors, panel, rest, upload, versions
 
@@ -53,6 +54,9 @@ flags.DEFINE_integer("max_batch", batcher_lib.DEFAULT_MAX_BATCH,
                      "Most instances run in one call of a signature.", lower_bound=1)
 flags.DEFINE_integer("max_request_mb", 64, "Largest request body, in MiB (413 above it).",
                      lower_bound=1)
+flags.DEFINE_bool("allow_enroll", False, "Offer 'add as a new artist' under an unknown "
+                  "answer: writes the next version into the model base (--model_dir "
+                  "MODEL_BASE or MODEL_BASE/N) and serves it. Off: the server writes nothing.")
 flags.mark_flag_as_required("model_dir")
 
 DEFAULT_MODEL_NAME = "artist"
@@ -64,7 +68,8 @@ DEFAULT_MAX_REQUEST_BYTES = 64 * 2**20
 
 
 async def upload_page(request: requests.Request) -> responses.Response:
-    return responses.HTMLResponse(upload.page_html(request.app.state.document))
+    return responses.HTMLResponse(upload.page_html(
+        request.app.state.document, allow_enroll=request.app.state.allow_enroll))
 
 
 async def panel_endpoint(request: requests.Request) -> responses.Response:
@@ -83,7 +88,7 @@ async def panel_endpoint(request: requests.Request) -> responses.Response:
         return json_response({"error": message, "html": panel.error_html(name, message)}, status)
     row = {key: value[0] for key, value in outputs.items()}
     html = await asyncio.to_thread(panel.panel_html, name, body, row, request.app.state.document)
-    return json_response({"html": html})
+    return json_response({"html": html, "unknown": bool(row.get("unknown", False))})
 
 
 # --- Routes ---------------------------------------------------------------------------
@@ -159,33 +164,42 @@ def create_app(
     model_name: str = DEFAULT_MODEL_NAME,
     max_batch: int = batcher_lib.DEFAULT_MAX_BATCH,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    allow_enroll: bool = False,
     extra_routes: Sequence[routing.BaseRoute] = (),
 ) -> applications.Starlette:
-    """The server as an ASGI app; loads the SavedModel once.
+    """The server as an ASGI app; loads the SavedModel once (again after an enrolment).
 
     `app.state` holds `model` (ServedModel: `loaded`, `signatures`), `document`
     (its metadata), `batcher` (Batcher: `await app.state.batcher.predict(name,
-    inputs)`) and `max_request_bytes`, for `extra_routes` to use.
+    inputs)`) and `max_request_bytes`, for `extra_routes` to use; `serve(model_dir)`
+    switches to another SavedModel.
     """
-    model = batcher_lib.load_model(model_dir, model_name)
-    batcher = batcher_lib.Batcher(model.signatures, max_batch=max_batch)
-
     @contextlib.asynccontextmanager
-    async def lifespan(_):
+    async def lifespan(app):
         yield
-        await batcher.close()
+        await app.state.batcher.close()
 
+    routes = [routing.Route("/v1/models/{target:path}", models_endpoint, methods=["GET", "POST"]),
+              routing.Route("/", upload_page),
+              routing.Route("/panel", panel_endpoint, methods=["POST"]),
+              *(web_enroll.routes() if allow_enroll else []), *extra_routes]
     application = applications.Starlette(
-        routes=[routing.Route("/v1/models/{target:path}", models_endpoint, methods=["GET", "POST"]),
-                routing.Route("/", upload_page), routing.Route("/panel", panel_endpoint,
-                                                               methods=["POST"]),
-                *extra_routes],
+        routes=routes,
         exception_handlers={exceptions.HTTPException: _http_error, Exception: _server_error},
         lifespan=lifespan)
-    application.state.model = model
-    application.state.metadata = rest.model_metadata(model)
-    application.state.document = batcher_lib.load_document(model)
-    application.state.batcher = batcher
+
+    def serve(path: str) -> None:
+        """Answers from the SavedModel at `path` from now on (requests already batched
+        finish on the one before)."""
+        model = batcher_lib.load_model(path, model_name)
+        application.state.model = model
+        application.state.metadata = rest.model_metadata(model)
+        application.state.document = batcher_lib.load_document(model)
+        application.state.batcher = batcher_lib.Batcher(model.signatures, max_batch=max_batch)
+
+    serve(model_dir)
+    application.state.serve = serve
+    application.state.allow_enroll = allow_enroll
     application.state.max_request_bytes = max_request_bytes
     return application
 
@@ -198,7 +212,7 @@ def main(argv):
     except ValueError as e:
         sys.exit(f"serve.py: error: {e}")
     application = create_app(model_dir, model_name=FLAGS.model_name,
-                             max_batch=FLAGS.max_batch,
+                             max_batch=FLAGS.max_batch, allow_enroll=FLAGS.allow_enroll,
                              max_request_bytes=FLAGS.max_request_mb * 2**20)
     logging.info("Serving %s (signatures: %s): upload page at http://%s:%d/, REST API at "
                  "http://%s:%d/v1/models/%s", model_dir,

@@ -2,7 +2,10 @@
 
 The page sends each file to `POST panel` (its bytes as the body) and puts the
 HTML of the answer in its place; the server draws the panel, so the page and
-`predict.py --html` show the same thing. Needs no TensorFlow.
+`predict.py --html` show the same thing. A server started with writes allowed
+(`serve.py --allow_enroll`) also offers, under an "unknown artist" answer, a
+form that adds the painter from that painting and a few more (`POST enroll`).
+Needs no TensorFlow.
 """
 
 from serving import panel
@@ -17,6 +20,8 @@ STYLE = """
         text-align: center; background: #fff; margin-bottom: 1.2em; }
 #drop.over { background: #eef3fb; }
 .pending { color: #777; margin: 0.5em 0; }
+form.enroll { background: #fff8e6; border: 1px solid #e8cf8a; border-radius: 8px;
+              padding: 0.6em 1em; margin: -0.6em 0 1.2em; }
 """
 # Each file is its own request, all at once: the server batches those that arrive together.
 SCRIPT = """
@@ -30,16 +35,54 @@ async function send(file) {
   slot.className = 'pending';
   slot.textContent = 'Looking at ' + file.name + '...';
   results.appendChild(slot);
-  let html;
+  let answer;
   try {
     const response = await fetch('panel', {method: 'POST', body: file,
                                            headers: {'X-File-Name': encodeURIComponent(file.name)}});
-    html = (await response.json()).html;
+    answer = await response.json();
   } catch (error) {
-    html = '<section class="panel error"><h2>' + escapeHtml(file.name) +
-           '</h2><p class="message">' + escapeHtml(String(error)) + '</p></section>';
+    answer = {html: '<section class="panel error"><h2>' + escapeHtml(file.name) +
+                    '</h2><p class="message">' + escapeHtml(String(error)) + '</p></section>'};
   }
-  slot.outerHTML = html;
+  const box = document.createElement('div');
+  box.innerHTML = answer.html;
+  slot.replaceWith(box);
+  if (answer.unknown && ALLOW_ENROLL) box.appendChild(enrollForm(file));
+}
+function base64(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result.split(',')[1]);
+    reader.onerror = reject;
+    reader.readAsDataURL(file);
+  });
+}
+// Adds the painter of an "unknown artist" answer from this painting and a few more.
+function enrollForm(file) {
+  const form = document.createElement('form');
+  form.className = 'enroll';
+  form.innerHTML = '<p>Not one of the model\'s artists? Add the painter: ' +
+    '<input name="artist" placeholder="Artist\'s name" required> ' +
+    '<input name="more" type="file" accept="image/*" multiple> ' +
+    '(this painting and at least two more) <button>Add as a new artist</button></p>' +
+    '<p class="status"></p>';
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const status = form.querySelector('.status');
+    const files = [file, ...form.more.files];
+    status.textContent = 'Adding ' + form.artist.value + ' from ' + files.length + ' paintings...';
+    const images = await Promise.all(files.map(async (f) => ({name: f.name, b64: await base64(f)})));
+    try {
+      const response = await fetch('enroll', {method: 'POST',
+        headers: {'Content-Type': 'application/json'},
+        body: JSON.stringify({artist: form.artist.value, images: images})});
+      const done = await response.json();
+      status.textContent = done.message || ('Not added: ' + done.error);
+    } catch (error) {
+      status.textContent = 'Not added: ' + error;
+    }
+  });
+  return form;
 }
 function handle(files) { for (const file of files) send(file); }
 document.getElementById('files').addEventListener('change', (e) => handle(e.target.files));
@@ -51,11 +94,12 @@ drop.addEventListener('drop', (e) => {
 """
 
 
-def page_html(document: dict) -> str:
+def page_html(document: dict, *, allow_enroll: bool = False) -> str:
     """The page for the model whose metadata document is `document` (its title names the
-    artists' count and the dataset)."""
+    artists' count and the dataset); `allow_enroll`: offer "add as a new artist"."""
     dataset = (document.get("dataset") or {}).get("full_name", "")
     title = f"Who painted it? ({len(document.get('artists', []))} artists"
     title += f", {dataset})" if dataset else ")"
-    page = panel.page_html(title, FORM, script=SCRIPT)
+    script = f"const ALLOW_ENROLL = {'true' if allow_enroll else 'false'};\n{SCRIPT}"
+    page = panel.page_html(title, FORM, script=script)
     return page.replace("</style>", STYLE + "</style>", 1)

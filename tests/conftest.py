@@ -1,11 +1,14 @@
 """Shared fixtures and helpers: tiny built datasets made once per session, encoders, runners."""
 
+import contextlib
 import dataclasses
 import io
 import os
+import socket
 import struct
 import subprocess
 import sys
+import threading
 import zlib
 
 import keras
@@ -111,6 +114,28 @@ def run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
     """A project command line (`[script, flags...]`) in a subprocess, from the project root."""
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=ENV, capture_output=True,
                           text=True, **kwargs)
+
+
+@contextlib.contextmanager
+def running(application):
+    """An ASGI `application` served by uvicorn in a thread, on a localhost socket bound
+    first (no port race); yields its URL."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(application, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        while not server.started:  # Set by uvicorn once it listens.
+            assert thread.is_alive(), "the server did not start"
+            thread.join(timeout=0.01)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
 
 
 # --- A tiny exported model (untrained) with made-up artists -----------------------------

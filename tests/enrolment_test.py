@@ -1,9 +1,13 @@
 """Adding an artist to an exported model, and taking one out, without retraining."""
 
+import base64
+import json
 import os
 import signal
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 
 import numpy as np
 import pytest
@@ -11,7 +15,7 @@ import tensorflow as tf
 
 from artist_tfds.sample_paintings import sample_paintings_dataset_builder as sample_builder
 from serving import enrolment, versions
-from tests.conftest import (ENV, KNOWN, NEWCOMER, ROOT, export_tiny_model, painting,
+from tests.conftest import (ENV, KNOWN, NEWCOMER, ROOT, export_tiny_model, painting, running,
                             cosine_model_base as model_base, newcomer_files)  # noqa: F401
 
 def answers(model_dir: str, images: list[bytes]) -> dict[str, np.ndarray]:
@@ -159,3 +163,45 @@ def test_versions_of_a_model_base(tmp_path):
     os.makedirs(partial)
     with pytest.raises(FileExistsError, match="exists already"):
         versions.publish(partial, str(tmp_path / "11"))
+
+
+def post(url: str, body: dict | bytes) -> tuple[int, dict]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data)) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_the_web_app_adds_an_unknown_painter_only_when_allowed(model_base, newcomer_files,
+                                                                tmp_path):
+    from artist_id import serve
+
+    base = own_base(model_base, tmp_path / "base")
+    images = [{"name": os.path.basename(f), "b64": base64.b64encode(open(f, "rb").read())
+               .decode()} for f in newcomer_files[:5]]
+    application = serve.create_app(os.path.join(base, "1"), allow_enroll=True)
+    with running(application) as url:
+        with urllib.request.urlopen(url + "/") as page:
+            assert "const ALLOW_ENROLL = true;" in page.read().decode()
+        status, answer = post(url + "/panel", open(newcomer_files[9], "rb").read())
+        assert status == 200 and isinstance(answer["unknown"], bool)
+        assert post(url + "/enroll", b"{") [0] == 400
+        status, answer = post(url + "/enroll", {"artist": NEWCOMER, "images": images})
+        assert status == 200 and answer["version"] == "2", answer
+        assert answer["message"] == (f"Added {NEWCOMER} from 5 paintings: serving version 2 "
+                                     "with 6 artists.")
+        assert versions.versions(base) == [1, 2]
+        request = {"instances": [{"b64": base64.b64encode(open(f, "rb").read()).decode()}
+                                 for f in newcomer_files[10:14]]}
+        status, answer = post(url + "/v1/models/artist:predict", request)
+        assert [row["top_k_artists"][0] for row in answer["predictions"]] == [NEWCOMER] * 4
+        status, answer = post(url + "/enroll", {"artist": NEWCOMER, "images": images})
+        assert status == 400 and "already one of the model's 6 artists" in answer["error"]
+    application = serve.create_app(os.path.join(base, "2"))
+    with running(application) as url:
+        with urllib.request.urlopen(url + "/") as page:
+            assert "const ALLOW_ENROLL = false;" in page.read().decode()
+        assert post(url + "/enroll", {"artist": "X", "images": images})[0] == 404
+    assert versions.versions(base) == [1, 2]  # Writes only where allowed.

@@ -6,20 +6,17 @@ import dataclasses
 import http.client
 import json
 import os
-import socket
 import threading
-import time
 import urllib.error
 import urllib.request
 
 import numpy as np
 import pytest
 import tensorflow as tf
-import uvicorn
 
 from artist_id import serve
 from serving import errors
-from tests.conftest import ARTISTS, ROOT, encode, picture, png_header, run
+from tests.conftest import ARTISTS, ROOT, encode, picture, png_header, run, running
 
 MODEL = "artist"
 MAX_REQUEST_BYTES = 256 * 1024  # Small, so the 413 tests send little.
@@ -40,19 +37,8 @@ def server(tiny_saved_model):
     """create_app on the tiny model, served by uvicorn in a thread on a free port."""
     application = serve.create_app(tiny_saved_model, model_name=MODEL, max_batch=16,
                                    max_request_bytes=MAX_REQUEST_BYTES)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    runner = uvicorn.Server(uvicorn.Config(application, log_level="warning"))
-    thread = threading.Thread(target=runner.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not runner.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.01)
-    yield Server(f"http://127.0.0.1:{sock.getsockname()[1]}", application)
-    runner.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    with running(application) as url:
+        yield Server(url, application)
 
 
 def request(server: Server, path: str, body=None) -> tuple[int, dict]:

@@ -20,14 +20,10 @@ The last line is one JSON object (also `--json_out`).
 """
 
 import json
-import os
-import sys
 
 import numpy as np
 from absl import app, flags
 
-
-# The project's modules, once its root is on the path (E402).
 from benchmarks import json_result
 from trainer import calibration
 

@@ -8,10 +8,7 @@ Models run round-robin in one process on the same random batch; the last
 line is one JSON object {model@size: {"train_images_per_s", "infer_images_per_s"}}.
 """
 
-import json
-import os
 import statistics
-import sys
 import time
 
 from absl import app, flags

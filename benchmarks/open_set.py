@@ -40,19 +40,15 @@ need another DIR.
 import json
 import os
 import random
-import sys
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_datasets as tfds
 from absl import app, flags, logging
 
-
-# The project's modules, once its root is on the path (E402).
 from artist_id import configs
 import pipeline
-from artist_tfds.best_artworks import images, layout, naming
-from benchmarks import json_result
+from artist_tfds.best_artworks import layout, naming
+from benchmarks import draws, json_result
 from benchmarks import recipe_compare
 from serving import gallery as gallery_lib
 from artist_id import memory
@@ -61,7 +57,7 @@ from trainer import config as config_lib
 from trainer import train_lib
 
 BATCH_SIZE = 32
-HELD_OUT_RECORD = "held_out.json"
+HELD_OUT_RECORD = draws.HELD_OUT_RECORD
 # Issue 11's targets, with 3 artists held out of devset.
 TARGET_AUROC = 0.80
 TARGET_UNKNOWN_REJECTED = 0.50
@@ -140,25 +136,10 @@ def prepare_run(workdir: str, source_dir: str, held_out: list[str], scan: layout
                                             "seed": FLAGS.seed,
                                             **config_lib.parse_assignments(FLAGS.set)})
     logging.info("Training %s without %s: %s", FLAGS.recipe, ", ".join(held_out), config)
-    return dataset, train_lib.train_and_evaluate(config, os.path.join(workdir, "run"))
+    return dataset, train_lib.train_and_evaluate(config, os.path.join(workdir, draws.RUN))
 
 
 # --- Paintings through the SavedModel -----------------------------------------------------
-
-
-def split_files(builder, split: str, source_dir: str) -> tuple[list[str], np.ndarray]:
-    """Source paths and labels of a built split's paintings, in stored order."""
-    ds = builder.as_dataset(split=split, shuffle_files=False,
-                            decoders={"image": tfds.decode.SkipDecoding()})
-    rows = [(os.path.join(source_dir, r["file_name"].decode()), r["label"])
-            for r in tfds.as_numpy(ds)]
-    return [path for path, _ in rows], np.array([label for _, label in rows], np.int64)
-
-
-def held_out_paintings(scan: layout.Scan, held_out: list[str]) -> list[layout.SourceFile]:
-    """Every file of the held-out artists that the builder would have taken for a painting."""
-    return [f for f in scan.files
-            if f.folder in held_out and images.inspect_file(f.path).skip is None]
 
 
 def forward(model, paths: list[str]) -> dict[str, np.ndarray]:
@@ -258,7 +239,7 @@ def run_sets(model, builder, source_dir: str, held_out_files: list[layout.Source
     paintings ("held_out", with "folders"); and the files it refused."""
     sets, refused = {}, []
     for split in ("train", "validation", "test"):
-        paths, labels = split_files(builder, split, source_dir)
+        paths, labels = draws.split_files(builder, split, source_dir)
         sets[split], split_refused = run_files(model, paths)
         sets[split]["labels"] = labels[sets[split]["index"]]
         refused += split_refused
@@ -392,8 +373,9 @@ def main(argv):
               "run": {"recipe": FLAGS.recipe, "epochs": metrics["epochs_run"],
                       "test_accuracy": round(metrics["test_accuracy"], 4)},
               "known_reject": FLAGS.known_reject,
-              **measure(os.path.join(FLAGS.workdir, "run", train_lib.SAVED_MODEL), builder,
-                        os.path.join(FLAGS.workdir, "source"), held_out_paintings(scan, held_out),
+              **measure(os.path.join(FLAGS.workdir, draws.RUN, train_lib.SAVED_MODEL), builder,
+                        os.path.join(FLAGS.workdir, "source"),
+                        draws.held_out_paintings(scan, held_out),
                         known_reject=FLAGS.known_reject)}
     result["targets"] = targets(result)
     print_table(result)

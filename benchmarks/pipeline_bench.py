@@ -18,10 +18,7 @@ is not built in `--data_dir`, it is built from `--source_dir` with that
 dataset's builder (`best_artworks` reads any `<Artist>/*.jpg` folder).
 """
 
-import json
-import os
 import resource
-import sys
 import time
 
 from absl import app, flags

@@ -37,7 +37,6 @@ import os
 import random
 import shutil
 import statistics
-import sys
 import time
 
 from absl import app, flags, logging

@@ -46,7 +46,6 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 
 import numpy as np

@@ -12,9 +12,7 @@ last line is one JSON object.
 """
 
 import argparse
-import json
 import os
-import sys
 import tempfile
 
 import numpy as np

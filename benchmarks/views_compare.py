@@ -30,14 +30,11 @@ Prints a table; the last line is one JSON object {variant: {...}} (also `--json_
 
 import os
 import statistics
-import sys
 import time
 
 import numpy as np
 from absl import app, flags
 
-
-# The project's modules, once its root is on the path (E402).
 import pipeline
 from benchmarks import json_result
 from artist_id import memory

@@ -242,7 +242,7 @@ def test_open_set(tmp_path):
     figures = last_json("open_set.py", f"--source_dir={tmp_path / 'source'}",
                         f"--workdir={tmp_path / 'work'}", "--held_out=1", f"--json_out={out}",
                         "--recipe=scratch", "--set=model=seed_cnn,image_size=32,batch_size=8,"
-                        "epochs=1,warmup_epochs=0,gallery_per_artist=5")
+                        "epochs=1,warmup_epochs=0,gallery_per_artist=5,head=cosine")
     assert_results_file(out, figures, "open_set.py")
     assert sorted(os.listdir(tmp_path / "work" / "source")) == sorted(
         set(counts) - set(figures["held_out"]))
@@ -268,6 +268,25 @@ def test_open_set(tmp_path):
     fractions += [*artist["auroc"].values(), artist["rule_rejected"], artist["taken_for_share"]]
     assert all(0 <= value <= 1 for value in fractions)
     assert figures["targets"]["auroc"]["score"] in figures["scores"]
+
+    # The same draw, for enrolment and verification (their benchmarks read open_set's runs).
+    enrolled = last_json("enroll_bench.py", f"--draws={tmp_path / 'work'}", "--k=3,5")
+    [draw] = enrolled["draws"].values()
+    assert draw["held_out"] == [held_out] and list(draw["k"]) == ["3", "5"]
+    assert draw["other_paintings"] == {held_out: counts[held_out] - 5}
+    for row in [*draw["k"].values(), *enrolled["summary"].values()]:
+        assert 0 <= row["named"] <= 1 and row["seconds_per_enrolment"] > 0
+    assert enrolled["goal"] is None  # k = 10 not measured.
+    verified = last_json("verify_bench.py", f"--draws={tmp_path / 'work'}")
+    [draw] = verified["draws"].values()
+    assert draw["unseen_pairs"]["true"] == counts[held_out] * (counts[held_out] - 1) // 2
+    # One held-out artist: no pair of two unseen hands, so no AUROC there.
+    assert draw["unseen_pairs"]["false"] == 0 and draw["unseen_pairs"]["auroc"] is None
+    tested = draw["claims"]["true"]  # Each known test painting, claimed for its artist,
+    assert tested == paintings["test"] and draw["claims"]["false"] == 2 * tested  # and 2 others.
+    known_pairs = draw["known_pairs"]
+    assert known_pairs["true"] + known_pairs["false"] == tested * (tested - 1) // 2
+    assert 0 <= verified["summary"]["claims"]["auroc"] <= 1
 
 
 def test_scale_bench(tmp_path):

@@ -15,8 +15,12 @@ import tensorflow as tf
 
 from artist_tfds.sample_paintings import sample_paintings_dataset_builder as sample_builder
 from serving import enrolment, versions
-from tests.conftest import (ENV, KNOWN, NEWCOMER, ROOT, export_tiny_model, painting, running,
-                            cosine_model_base as model_base, newcomer_files)  # noqa: F401
+from tests.conftest import ENV, KNOWN, NEWCOMER, ROOT, export_tiny_model, painting, running
+
+
+@pytest.fixture
+def model_base(cosine_model_base) -> str:
+    return cosine_model_base
 
 def answers(model_dir: str, images: list[bytes]) -> dict[str, np.ndarray]:
     panel = tf.saved_model.load(model_dir).signatures["panel"]

@@ -6,8 +6,7 @@ import tensorflow as tf
 
 from artist_tfds.sample_paintings import sample_paintings_dataset_builder as sample_builder
 from serving import enrolment
-from tests.conftest import (KNOWN, NEWCOMER, cosine_model_base, newcomer_files,  # noqa: F401
-                            painting)
+from tests.conftest import KNOWN, NEWCOMER, painting
 from trainer import verification
 
 ARTISTS = list(sample_builder.ARTIST_NAMES[:KNOWN])

@@ -205,3 +205,69 @@ def results_index(results: Results) -> str:
     rows = [[f"`results/{name}.json`", document["benchmark"], f"`{document['command']}`",
              str(document.get("commit") or "-")] for name, document in results.items()]
     return table(["file", "benchmark", "command", "commit"], rows)
+
+
+# --- The README's headline -----------------------------------------------------------------
+
+
+def _accuracy_row(results: Results, name: str, what: str, link: str) -> list[str]:
+    variants = results.result(name)
+    first, *rest = variants
+    default = variants.get("default") or variants[rest[0]]
+    seeds = len(default["runs"])
+    return [what, f"{percent(default['test_accuracy'])} against the original recipe's "
+                  f"{percent(variants[first]['test_accuracy'])}, at its CPU budget"
+                  + (f" ({seeds} seeds)" if seeds > 1 else ""), link]
+
+
+def _headline_rows(results: Results) -> list[list[str]]:
+    rows = []
+    if "recipes_devset" in results:
+        rows.append(_accuracy_row(results, "recipes_devset", "Accuracy, 15 painters "
+                                  "(devset)", "[recipes](docs/recipes.md#how-the-default-was-chosen)"))
+    if "recipes_subsample" in results:
+        rows.append(_accuracy_row(results, "recipes_subsample", "Accuracy, 7 painters × 100 "
+                                  "paintings", "[recipes](docs/recipes.md#how-the-default-was-chosen)"))
+    if "recipes_devset" in results:
+        run = results.result("recipes_devset")["default"]["runs"][0]
+        if "ece" in run:
+            rows.append(["Calibration, devset", f"ECE {run['ece_before']:.3f} → {run['ece']:.3f}"
+                         f" (a calibrated model would show {run['ece_floor']:.3f})",
+                         "[confidence](docs/confidence.md)"])
+    draws = runs_of(results, "open_set")
+    if draws:
+        met = sum(all(t["met"] for t in results.result(n)["targets"].values()) for n in draws)
+        aurocs = [results.result(n)["targets"]["auroc"]["value"] for n in draws]
+        rows.append(["Unknown painters (held-out draws)", f"all three targets on {met} of "
+                     f"{len(draws)} draws; AUROC {sum(aurocs) / len(aurocs):.3f} on average",
+                     "[confidence](docs/confidence.md)"])
+    if "enroll" in results:
+        goal_row = results.result("enroll")["summary"].get("10")
+        if goal_row:
+            rows.append(["A new painter from 10 paintings", f"{percent(goal_row['named'])} of its "
+                         f"other paintings named; known accuracy {points(-goal_row['known_drop'])}"
+                         f"; {goal_row['seconds_per_enrolment']:.0f} s", "[serving](docs/serving.md)"])
+    if "verify" in results:
+        pairs = results.result("verify")["summary"]["unseen_pairs"]
+        rows.append(["Same hand? Painters never seen", f"AUROC {pairs['auroc']:.3f}",
+                     "[serving](docs/serving.md)"])
+    if "pipeline_devset" in results:
+        r = results.result("pipeline_devset")
+        rows.append(["Input pipeline, full augmentation", f"{number(r['d'])} images/s, × "
+                     f"{r['d_over_a']:.1f} the original Keras layers", "[pipeline](docs/pipeline.md)"])
+    serving = runs_of(results, "serving")
+    if serving:
+        r = results.result(serving[0])
+        rows.append(["Serving, one painting", f"{r['bytes_cpu_ms_per_image']:.0f} CPU ms "
+                     f"({number(r['bytes_images_per_s'])} paintings/s in batches)",
+                     "[serving](docs/serving.md)"])
+    return rows
+
+
+def headline(results: Results) -> str:
+    rows = _headline_rows(results)
+    if not rows:
+        raise KeyError("recipes_devset")
+    return table(["", "measured", "how"], rows) + (
+        "\nEvery figure links to the command that made it; "
+        "[docs/results.md](docs/results.md) lists them all.\n")

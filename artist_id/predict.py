@@ -50,6 +50,9 @@ flags.DEFINE_float("min_familiarity", None, "Also say 'unknown artist' when the 
                    "nearest to it; --info gives the model's measure and its own threshold) is "
                    "below this (-inf: never). Default: the model's own distance test, if it "
                    "has one (models exported with a gallery).")
+flags.DEFINE_string("claim", None, "Also check that each painting is by this artist, as "
+                    "its label says (the model's `verify` signature: same hand or not, at the "
+                    "threshold stored in the model; --info gives it).")
 flags.DEFINE_bool("info", False, "Print what the model knows about itself (artists, image "
                   "size, preprocessing, dataset, metrics) and exit.")
 flags.DEFINE_enum("progress", "auto", ["auto", "on", "off"],
@@ -161,8 +164,38 @@ def unknown_text(predictions: list[dict]) -> str:
     return f"unknown artist (closest: {best['artist']}, {best['probability']:.1%})"
 
 
-def format_table(path: str, predictions: list[dict], *, unknown: bool, details: bool) -> str:
+def with_claim(loaded, signature, artist: str, document: dict):
+    """`signature` with `verify`'s outputs for `artist` added to each painting's."""
+    import tensorflow as tf
+
+    if "verify" not in loaded.signatures:
+        sys.exit("predict.py: error: --claim: this model cannot check attributions (it has "
+                 "no `verify` signature: a dense head, or an older export)")
+    if artist not in [entry["name"] for entry in document.get("artists", [])]:
+        sys.exit(f"predict.py: error: --claim: the model knows no artist named {artist!r} "
+                 "(--info lists its artists)")
+    verify = loaded.signatures["verify"]
+
+    def answer(images):
+        claimed = tf.fill(tf.shape(images), artist)
+        return {**signature(images=images), **verify(images=images, artists=claimed),
+                "claimed_artist": claimed}
+
+    return answer
+
+
+def claim_of(outputs: dict, artist: str) -> dict:
+    return {"artist": artist, "same_hand": round(float(outputs["same_hand"]), 4),
+            "accepted": bool(outputs["same_hand_accepted"])}
+
+
+def format_table(path: str, predictions: list[dict], *, unknown: bool, details: bool,
+                 claim: dict | None = None) -> str:
     lines = [path] + ([f"  {unknown_text(predictions)}"] if unknown else [])
+    if claim:
+        verdict = "the same hand" if claim["accepted"] else "not the same hand"
+        lines.append(f"  said to be by {claim['artist']}: {verdict} "
+                     f"(score {claim['same_hand']:.2f})")
     for p in predictions:
         lines.append(f"  {p['rank']}. {p['artist']:<32} {p['probability']:6.1%}")
         if details and p["details"]:
@@ -171,13 +204,13 @@ def format_table(path: str, predictions: list[dict], *, unknown: bool, details: 
 
 
 def format_json(path: str, result: list[dict] | str, *, unknown: bool = False,
-                details: bool) -> str:
+                details: bool, claim: dict | None = None) -> str:
     if isinstance(result, str):
         return json.dumps({"file": path, "error": result}, ensure_ascii=False)
     predictions = [p if details else {k: v for k, v in p.items() if k != "details"}
                    for p in result]
-    return json.dumps({"file": path, "unknown": unknown, "predictions": predictions},
-                      ensure_ascii=False)
+    return json.dumps({"file": path, "unknown": unknown, "predictions": predictions,
+                       **({"claim": claim} if claim else {})}, ensure_ascii=False)
 
 
 class CsvWriter:
@@ -293,6 +326,8 @@ def progress_bar(total: int):
 def main(argv):
     if len(argv) < 2 and not FLAGS.info:
         raise app.UsageError("Name at least one image file, folder or glob pattern.")
+    if FLAGS.claim and FLAGS.format == "csv":
+        raise app.UsageError("--claim prints with --format=table or json")
     try:  # A SavedModel, or a model base's highest version (TF Serving's layout).
         model_dir = versions.resolve(FLAGS.model_dir)
     except ValueError as e:
@@ -312,12 +347,15 @@ def main(argv):
     signature = loaded.signatures[
         "panel" if FLAGS.html and "panel" in loaded.signatures else "serving_default"]
     exported_k = signature.structured_outputs["top_k_artists"].shape[-1]
+    familiar = "familiarity" in signature.structured_outputs
+    if FLAGS.claim:
+        signature = with_claim(loaded, signature, FLAGS.claim, document)
     if FLAGS.top_k > exported_k:
         print(f"predict.py: the model returns {exported_k} artists per image; showing "
               f"{exported_k}", file=sys.stderr)
     artists = document.get("artists", [])
     rule = document.get("abstention") or {}
-    if FLAGS.min_familiarity is not None and "familiarity" not in signature.structured_outputs:
+    if FLAGS.min_familiarity is not None and not familiar:
         print("predict.py: --min_familiarity: this model has no gallery, so no familiarity "
               "(export it with --gallery_per_artist > 0); ignored", file=sys.stderr)
 
@@ -344,10 +382,13 @@ def main(argv):
                     page.append((path, outputs if failed else {**outputs, "unknown": unknown}))
                 if failed:
                     errors.append((path, result))
+                claim = None if failed or not FLAGS.claim else claim_of(outputs, FLAGS.claim)
                 if FLAGS.format == "table" and not failed:
-                    print(format_table(path, result, unknown=unknown, details=FLAGS.details))
+                    print(format_table(path, result, unknown=unknown, details=FLAGS.details,
+                                       claim=claim))
                 elif FLAGS.format == "json":
-                    print(format_json(path, result, unknown=unknown, details=FLAGS.details))
+                    print(format_json(path, result, unknown=unknown, details=FLAGS.details,
+                                      claim=claim))
                 elif csv_writer:
                     csv_writer.write(path, result, unknown=unknown)
             sys.stdout.flush()

@@ -87,6 +87,16 @@ async def panel_endpoint(request: requests.Request) -> responses.Response:
         message = errors.without_index(e.message if refused else errors.error_message(e))
         return json_response({"error": message, "html": panel.error_html(name, message)}, status)
     row = {key: value[0] for key, value in outputs.items()}
+    claimed = urllib.parse.unquote(request.headers.get("x-claimed-artist", "")).strip()
+    if claimed and "verify" in model.signatures:
+        try:
+            verdict = await request.app.state.batcher.predict(
+                "verify", {"images": np.array([body], object),
+                           "artists": np.array([claimed.encode()], object)})
+            row.update({key: value[0] for key, value in verdict.items()},
+                       claimed_artist=claimed)
+        except Exception as e:  # noqa: BLE001  The panel stands; the claim says why not.
+            name = f"{name} (said to be by {claimed}: {errors.error_message(e)})"
     html = await asyncio.to_thread(panel.panel_html, name, body, row, request.app.state.document)
     return json_response({"html": html, "unknown": bool(row.get("unknown", False))})
 

@@ -36,6 +36,7 @@ h1 { font-size: 1.4em; }
 .bar .fill { display: block; background: #3b6fb6; height: 100%; border-radius: 3px; }
 .bar .value { width: 3.5em; text-align: right; }
 .unknown { color: #a33; font-weight: bold; }
+.claim { margin-bottom: 0.4em; font-weight: bold; color: #345; }
 .card { background: #f3f6fb; border-radius: 6px; padding: 0.6em 0.8em; margin-top: 0.8em;
         font-size: 0.9em; }
 .card h3 { margin: 0 0 0.3em 0; font-size: 1em; }
@@ -155,8 +156,20 @@ def panel_html(name: str, encoded: bytes, outputs: dict, document: dict, *, top_
         verdict = (f'<div class="unknown">unknown artist (closest: {closest}, '
                    f'{outputs["top_k_probabilities"][0]:.1%})</div>')
     return (f'<section class="panel"><h2>{html.escape(name)}</h2>{"".join(figures)}'
-            f'<div class="answer">{verdict}{_bars(outputs, top_k)}{card}{_similar(outputs)}'
-            "</div></section>")
+            f'<div class="answer">{claim_html(outputs, document)}{verdict}'
+            f'{_bars(outputs, top_k)}{card}{_similar(outputs)}</div></section>')
+
+
+def claim_html(outputs: dict, document: dict) -> str:
+    """The `verify` answer for a painting said to be by `outputs["claimed_artist"]`, if any."""
+    if "same_hand" not in outputs or "claimed_artist" not in outputs:
+        return ""
+    threshold = ((document.get("verification") or {}).get("claim") or {}).get("threshold")
+    said = html.escape(_text(outputs["claimed_artist"]))
+    verdict = "the same hand" if outputs["same_hand_accepted"] else "not the same hand"
+    limit = f"; accepted from {threshold:.2f}" if threshold is not None else ""
+    return (f'<div class="claim">Said to be by {said}: {verdict} (score '
+            f'{float(outputs["same_hand"]):.2f}{limit})</div>')
 
 
 def error_html(name: str, message: str) -> str:

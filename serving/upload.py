@@ -12,7 +12,9 @@ from serving import panel
 
 FORM = """
 <form id="upload"><label id="drop">Drop paintings here, or
-<input id="files" type="file" accept="image/*" multiple></label></form>
+<input id="files" type="file" accept="image/*" multiple></label>
+<p><label>Said to be by (optional, checks the attribution):
+<input id="claim" placeholder="an artist the model knows"></label></p></form>
 <div id="results"></div>
 """
 STYLE = """
@@ -37,8 +39,10 @@ async function send(file) {
   results.appendChild(slot);
   let answer;
   try {
-    const response = await fetch('panel', {method: 'POST', body: file,
-                                           headers: {'X-File-Name': encodeURIComponent(file.name)}});
+    const headers = {'X-File-Name': encodeURIComponent(file.name)};
+    const claim = document.getElementById('claim').value.trim();
+    if (claim) headers['X-Claimed-Artist'] = encodeURIComponent(claim);
+    const response = await fetch('panel', {method: 'POST', body: file, headers: headers});
     answer = await response.json();
   } catch (error) {
     answer = {html: '<section class="panel error"><h2>' + escapeHtml(file.name) +

@@ -77,3 +77,24 @@ def test_thresholds_accept_at_most_the_stated_share_of_false_claims():
     assert fitted["claim"]["true_accepted"] > 0.9 and 0 < fitted["pair"]["true_accepted"] <= 1
     assert verification.threshold_at(np.array([0.1, 0.2, 0.3, 0.4]), 0.25) == np.nextafter(
         0.3, np.inf)
+
+
+def test_predict_checks_a_claim_and_names_a_claim_it_cannot_check(cosine_model_base,
+                                                                  tmp_path):
+    import json
+
+    from tests.conftest import run
+
+    for i in range(2):
+        (tmp_path / f"{i}.jpg").write_bytes(painting(1, 600 + i))
+    result = run(["predict.py", f"--model_dir={cosine_model_base}", f"--claim={ARTISTS[1]}",
+                  "--format=json", str(tmp_path)], timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    claims_made = [json.loads(line)["claim"] for line in result.stdout.splitlines()]
+    assert [c["artist"] for c in claims_made] == [ARTISTS[1]] * 2
+    assert all(c["accepted"] and 0 < c["same_hand"] <= 1 for c in claims_made)
+    result = run(["predict.py", f"--model_dir={cosine_model_base}", "--claim=Nobody",
+                  str(tmp_path)], timeout=300)
+    assert result.returncode != 0 and result.stderr.strip().splitlines()[-1] == (
+        "predict.py: error: --claim: the model knows no artist named 'Nobody' "
+        "(--info lists its artists)")

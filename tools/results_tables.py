@@ -271,3 +271,48 @@ def headline(results: Results) -> str:
     return table(["", "measured", "how"], rows) + (
         "\nEvery figure links to the command that made it; "
         "[docs/results.md](docs/results.md) lists them all.\n")
+
+
+# --- Open world: enrolment and verification ---------------------------------------------
+
+
+def enroll(results: Results) -> str:
+    result = results.result("enroll")
+    rows = [[k, percent(row["named"]), percent(row["named_min"]), points(-row["known_drop"]),
+             percent(row["new_unknown"]), percent(row["known_unknown"]),
+             f"{row['seconds_per_enrolment']:.1f}"] for k, row in result["summary"].items()]
+    draws = result["draws"].values()
+    before = [[percent(sum(d["before"][key] for d in draws) / len(draws))
+               for key in ("new_unknown", "known_unknown")]]
+    out = table(["paintings each", "other paintings named", "worst draw",
+                 "known accuracy", "new painters' 'unknown'", "known 'unknown'",
+                 "seconds each"], rows)
+    out += (f"\nBefore enrolment the rule answered \"unknown\" for {before[0][0]} of the "
+            f"held-out painters' paintings and {before[0][1]} of the known test paintings "
+            f"({len(result['draws'])} draws).\n")
+    if result.get("retrained"):
+        retrained = list(result["retrained"].values())
+        accuracy = sum(r["held_out_accuracy"] for r in retrained) / len(retrained)
+        out += (f"Retraining the recipe with those painters included instead: "
+                f"{percent(accuracy)} of their test paintings named, "
+                f"{number(retrained[0]['train_cpu_seconds'])} CPU s of training.\n")
+    return out + source(results, "enroll")
+
+
+def verify(results: Results) -> str:
+    result = results.result("verify")
+    names = {"unseen_pairs": "pairs, painters never seen", "known_pairs": "pairs, known painters",
+             "claims": "claims on known painters' paintings"}
+    rows = [[names[kind], _fixed(row["auroc"], 3), _fixed(row["auroc_min"], 3),
+             _share(row["false_accepted"]), _share(row["false_rejected"])]
+            for kind, row in result["summary"].items()]
+    return (table(["question", "AUROC", "worst draw", "false accepts", "false rejects"], rows)
+            + source(results, "verify"))
+
+
+def _fixed(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else percent(value)

@@ -40,12 +40,14 @@ def evaluate(model_dir: str, builder, split: str, out_dir: str, *, batch_size: i
                          f"{builder.info.full_name} has {len(names)}")
     data = pipeline.DataConfig(image_size=document["image_size"],
                                resize_mode=document["resize_mode"], batch_size=batch_size)
-    answer = {**(document.get("calibration") or {}), **(document.get("abstention") or {})}
+    calibration = document.get("calibration") or {}
+    answer = {**calibration, **(document.get("abstention") or {})}
     return evaluation.evaluate_split(builder, split, data, predict_fn, out_dir,
                                      temperature=answer.get("temperature", 1.0),
                                      min_confidence=answer.get("min_confidence", 0.0),
                                      min_familiarity=answer.get("min_familiarity"),
-                                     encoded=evaluation.multi_view(document))
+                                     encoded=evaluation.multi_view(document),
+                                     fitted={**answer, "calibration": calibration})
 
 
 def main(argv):

@@ -494,7 +494,8 @@ def export_model(
     "unknown" rule's thresholds (`min_familiarity` needs a non-empty `gallery`,
     `gallery.build`, which also adds `similar`); `abstention` says how they were
     chosen (`trainer.evaluation.fit_answer`; its "warning", e.g. a target precision out
-    of reach, is logged as a warning too). `max_pixels` bounds the size an encoded image may declare.
+    of reach, is logged as a warning too). `max_pixels` bounds the size an encoded image
+    may declare.
     `artist_metadata` maps an artist name to fields such as years and genre.
     `metadata` keys `dataset` (TFDS full name "name/config/version" or a dict) and
     `metrics` are stored in their own fields; any other key is stored as is.

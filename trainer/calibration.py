@@ -2,8 +2,9 @@
 
 All fitted on the validation split after training (numpy only), stored in the
 SavedModel by `serving.export`, and measured on the test split by the report.
-A small validation split can neither support a temperature nor reach the target
-precision: both fits then fall back to a rule that says so (docs/confidence.md).
+On a small or hard validation split the fitted temperature may not generalise and
+no threshold may reach the target precision: both fits then fall back to what
+does, and say so (docs/confidence.md).
 """
 
 import numpy as np
@@ -197,10 +198,13 @@ def accuracy_coverage(probabilities: np.ndarray, labels: np.ndarray
     return confidence[order], kept / len(order), np.cumsum(correct) / kept
 
 
-def last_of_each_value(thresholds: np.ndarray) -> np.ndarray:
-    """Where a run of equal thresholds (most confident first) ends: a threshold keeps every
-    answer at its confidence, so only those points are rules one can state."""
-    return np.append(thresholds[1:] != thresholds[:-1], True)
+def trusted_thresholds(thresholds: np.ndarray, *, min_kept: int) -> np.ndarray:
+    """Which of `accuracy_coverage`'s thresholds (most confident first) are rules: those
+    that keep at least `min_kept` answers (all, if fewer), and of equal thresholds the
+    last, since a threshold keeps every answer at its confidence."""
+    kept = np.arange(1, len(thresholds) + 1)
+    last_of_value = np.append(thresholds[1:] != thresholds[:-1], True)
+    return last_of_value & (kept >= min(min_kept, len(thresholds)))
 
 
 def abstention_threshold(probabilities: np.ndarray, labels: np.ndarray, *,
@@ -216,9 +220,8 @@ def abstention_threshold(probabilities: np.ndarray, labels: np.ndarray, *,
     many more known paintings (docs/confidence.md).
     """
     thresholds, _, accuracy = accuracy_coverage(probabilities, labels)
-    kept = np.arange(1, len(thresholds) + 1)
-    good = ((accuracy >= precision) & (kept >= min(MIN_TRUSTED_ANSWERS, len(thresholds)))
-            & last_of_each_value(thresholds))
+    good = (accuracy >= precision) & trusted_thresholds(thresholds,
+                                                        min_kept=MIN_TRUSTED_ANSWERS)
     return float(thresholds[np.flatnonzero(good)[-1]]) if good.any() else None
 
 
@@ -233,9 +236,7 @@ def fallback_threshold(probabilities: np.ndarray, labels: np.ndarray, *,
     thresholds, _, accuracy = accuracy_coverage(probabilities, labels)
     if not len(thresholds):
         return 0.0
-    kept = np.arange(1, len(thresholds) + 1)
-    candidates = np.flatnonzero(last_of_each_value(thresholds)
-                                & (kept >= min(min_kept, len(thresholds))))
+    candidates = np.flatnonzero(trusted_thresholds(thresholds, min_kept=min_kept))
     # argmax of the reversed candidates: the best precision, the most answers among equals.
     best = candidates[len(candidates) - 1 - np.argmax(accuracy[candidates][::-1])]
     return float(thresholds[best])

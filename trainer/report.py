@@ -115,7 +115,7 @@ def confidence_lines(metrics: dict) -> list[str]:
     paintings."""
     c, a = metrics["calibration"], metrics["abstention"]
     fitted = metrics.get("validation_fit") or {}
-    method = (fitted.get("calibration") or {}).get("method", "fitted on the validation split")
+    method = (fitted.get("calibration") or {}).get("method", "chosen on the validation split")
     answered = "-" if a["accuracy_answered"] is None else f"{a['accuracy_answered']:.1%}"
     lines = ["", f"Confidence: temperature {c['temperature']:.3f} ({method}); "
              f"expected calibration error ({c['bins']} bins) {c['ece_before']:.3f} before, "

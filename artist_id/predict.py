@@ -253,9 +253,12 @@ def answer_lines(document: dict) -> list[str]:
     rule = document.get("abstention") or {}
     if (rule.get("min_confidence") or rule.get("min_familiarity") is not None
             or "target_met" in rule):
-        chosen = (f" (kept instead: {rule['kept_instead']})" if rule.get("target_met") is False
-                  else f" (chosen for {rule['target_precision']:.0%} precision on the "
-                  "validation split)" if "target_precision" in rule else "")
+        chosen = ""
+        if rule.get("target_met") is False:  # The target was out of reach: a fallback.
+            chosen = f" (kept instead: {rule['kept_instead']})"
+        elif "target_precision" in rule:
+            chosen = (f" (chosen for {rule['target_precision']:.0%} precision on the "
+                      "validation split)")
         lines.append(f"Unknown artist: top probability < {rule['min_confidence']:.3f}"
                      + (f" or familiarity < {rule['min_familiarity']:.3f}"
                         if rule.get("min_familiarity") is not None else "") + chosen)

@@ -38,14 +38,19 @@ def evaluate(model_dir: str, builder, split: str, out_dir: str, *, batch_size: i
     if len(document["artists"]) != len(names):
         raise ValueError(f"the model knows {len(document['artists'])} artists but "
                          f"{builder.info.full_name} has {len(names)}")
+    # One view of each painting at the model's size: a multi-view model makes its own views
+    # from the encoded files, and the settings' default multi-scale must not leak in here.
     data = pipeline.DataConfig(image_size=document["image_size"],
-                               resize_mode=document["resize_mode"], batch_size=batch_size)
-    answer = {**(document.get("calibration") or {}), **(document.get("abstention") or {})}
+                               resize_mode=document["resize_mode"],
+                               batch_size=batch_size).single_view()
+    calibration = document.get("calibration") or {}
+    answer = {**calibration, **(document.get("abstention") or {})}
     return evaluation.evaluate_split(builder, split, data, predict_fn, out_dir,
                                      temperature=answer.get("temperature", 1.0),
                                      min_confidence=answer.get("min_confidence", 0.0),
                                      min_familiarity=answer.get("min_familiarity"),
-                                     encoded=evaluation.multi_view(document))
+                                     encoded=evaluation.multi_view(document),
+                                     fitted={**answer, "calibration": calibration})
 
 
 def main(argv):

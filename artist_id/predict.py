@@ -254,6 +254,30 @@ def write_html(out_path: str, results: list[tuple[str, dict | str]], document: d
     return len(panels)
 
 
+def answer_lines(document: dict) -> list[str]:
+    """--info's lines on the temperature and the "unknown artist" rule: what is stored, how
+    it was chosen, and the warning the export gave, if any."""
+    lines = []
+    if calibration := document.get("calibration"):
+        lines.append(f"Calibration: temperature {calibration['temperature']:.3f}"
+                     + (f" ({calibration['method']})" if "method" in calibration else ""))
+    rule = document.get("abstention") or {}
+    if (rule.get("min_confidence") or rule.get("min_familiarity") is not None
+            or "target_met" in rule):
+        chosen = ""
+        if rule.get("target_met") is False:  # The target was out of reach: a fallback.
+            chosen = f" (kept instead: {rule['kept_instead']})"
+        elif "target_precision" in rule:
+            chosen = (f" (chosen for {rule['target_precision']:.0%} precision on the "
+                      "validation split)")
+        lines.append(f"Unknown artist: top probability < {rule['min_confidence']:.3f}"
+                     + (f" or familiarity < {rule['min_familiarity']:.3f}"
+                        if rule.get("min_familiarity") is not None else "") + chosen)
+    if rule.get("warning"):
+        lines.append(f"WARNING: {rule['warning']}")
+    return lines
+
+
 def format_info(model_dir: str, document: dict) -> str:
     """--info as readable text."""
     dataset = document.get("dataset") or {}
@@ -280,15 +304,7 @@ def format_info(model_dir: str, document: dict) -> str:
                      + (f" at {' and '.join(map(str, sizes))} px" if len(sizes) > 1 else "")
                      + (f", {views['crops']} crops at {views['scale']}" if views["crops"] else "")
                      + (", mirrored too" if views["flips"] else "") + "), probabilities averaged")
-    if document.get("calibration"):
-        lines.append(f"Calibration: temperature {document['calibration']['temperature']:.3f}")
-    rule = document.get("abstention") or {}
-    if rule.get("min_confidence") or rule.get("min_familiarity") is not None:
-        lines.append(f"Unknown artist: top probability < {rule['min_confidence']:.3f}"
-                     + (f" or familiarity < {rule['min_familiarity']:.3f}"
-                        if rule.get("min_familiarity") is not None else "")
-                     + (f" (chosen for {rule['target_precision']:.0%} precision on the "
-                        "validation split)" if "target_precision" in rule else ""))
+    lines += answer_lines(document)
     for key, value in (document.get("metrics") or {}).items():
         shown = f"{value:.4f}" if isinstance(value, float) else value
         lines.append(f"Metric {key}: {shown}")

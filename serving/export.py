@@ -33,15 +33,18 @@ Signatures of the SavedModel, the methods of `ServingModule` (`saved_model_cli s
   `assets.extra/metadata.json`) and `artists` tf.string [artists].
 
 Probabilities are calibrated: the logits are divided by the temperature
-fitted on the validation split (`trainer.calibration`), stored in the model
-and stated in `metadata` ("calibration"). `unknown` is the stored abstention
+fitted on the validation split (`trainer.calibration`; T = 1 when the split is
+too small to show that the fitted one generalises), stored in the model and
+stated in `metadata` ("calibration", with the "method" saying which and why).
+`unknown` is the stored abstention
 rule ("abstention" in `metadata`, `trainer.calibration.fit_abstention`): the
 top probability is below `min_confidence`, or (with a gallery) the painting's
 `familiarity`, minus the relative Mahalanobis distance of its embedding to the
 nearest artist's gallery paintings (`serving.gallery.Familiarity`), is below
 `min_familiarity`; both chosen on the validation split so that the answers kept
-are right at the stated precision. The top-k artists are still given, as the
-closest ones.
+are right at the stated precision, or, if no threshold is, a fallback that
+still answers most paintings ("target_met": false, "kept_instead" and
+"warning" say so). The top-k artists are still given, as the closest ones.
 
 A bad element (empty, not an image, unsupported format, truncated JPEG, more
 pixels than `max_pixels`) fails the call with InvalidArgument "images[i]: ..."
@@ -74,6 +77,7 @@ import tempfile
 import keras
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from pipeline import ops, settings
 from pipeline import views as views_lib
@@ -96,6 +100,8 @@ DECODE_PARALLELISM = request_checks.DECODE_PARALLELISM
 SUPPORTED_FORMATS = request_checks.SUPPORTED_FORMATS
 METADATA_FORMAT_VERSION = 1
 RULE_TEXT = "unknown when the top probability < min_confidence"
+TEMPERATURE_TEXT = ("temperature scaling (the logits are divided by it), fitted on the "
+                    "validation split by NLL")
 FAMILIARITY_TEXT = ("the squared Mahalanobis distance of the painting's embedding to the "
                     "mean of the gallery's paintings less the one to the nearest artist's "
                     "mean (the relative Mahalanobis distance, negated); higher is more "
@@ -311,6 +317,16 @@ def _abstention_info(answer: Answer, fitted: dict | None) -> dict:
     return {**rule, **(fitted or {})}
 
 
+def _fitted_answer(answer: Answer, fitted: dict | None) -> dict:
+    """The metadata's "calibration" and "abstention": the stored temperature and rule, and
+    how they were chosen (`fitted`: `trainer.evaluation.fit_answer`'s figures, whose
+    "calibration" part says how the temperature was)."""
+    fitted = dict(fitted or {})
+    calibration = {"method": TEMPERATURE_TEXT, **fitted.pop("calibration", {})}
+    return {"calibration": {"temperature": answer.temperature, **calibration},
+            "abstention": _abstention_info(answer, fitted)}
+
+
 def build_metadata(
     *,
     artist_names: list[str],
@@ -342,9 +358,7 @@ def build_metadata(
         "gallery": {"paintings": len(gallery), "thumbnail_px": gallery_lib.THUMBNAIL_PX,
                     "familiarity": FAMILIARITY_TEXT,
                     "megabytes": round(gallery.nbytes / 2**20, 2)} if gallery else None,
-        "calibration": {"temperature": answer.temperature, "method": "temperature scaling (the "
-                        "logits are divided by it), fitted on the validation split by NLL"},
-        "abstention": _abstention_info(answer, abstention),
+        **_fitted_answer(answer, abstention),
         "verification": {"score": VERIFY_TEXT, **(verification or {
             "note": "no thresholds fitted (no validation split): nothing is accepted"})},
         "tensorflow_version": tf.__version__,
@@ -571,7 +585,9 @@ def export_model(
     evaluated it. `answer`: temperature, top k (at most the artists) and the
     "unknown" rule's thresholds (`min_familiarity` needs a non-empty `gallery`,
     `gallery.build`, which also adds `similar`); `abstention` says how they were
-    chosen. `max_pixels` bounds the size an encoded image may declare.
+    chosen (`trainer.evaluation.fit_answer`; its "warning", e.g. a target precision out
+    of reach, is logged as a warning too). `max_pixels` bounds the size an encoded image
+    may declare.
     `artist_metadata` maps an artist name to fields such as years and genre.
     `metadata` keys `dataset` (TFDS full name "name/config/version" or a dict) and
     `metrics` are stored in their own fields; any other key is stored as is.
@@ -585,6 +601,8 @@ def export_model(
                               max_pixels=max_pixels, artist_metadata=artist_metadata,
                               metadata=metadata, gallery=gallery, abstention=abstention,
                               verification=verification)
+    if warning := document["abstention"].get("warning"):
+        logging.warning("the exported 'unknown artist' rule: %s", warning)
     module = ServingModule(model, views=views, answer=answer, artist_names=names,
                            document=document, gallery=gallery, max_pixels=max_pixels,
                            verification=Verification.of(verification))

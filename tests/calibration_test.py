@@ -1,11 +1,14 @@
 """Temperature scaling, calibration error and the abstention rule, on numbers worked by hand."""
 
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from serving import abstention
-from trainer import calibration
+from tests.conftest import encode
+from trainer import calibration, evaluation, report
 
 
 def test_temperature_recovers_the_one_that_made_the_labels():
@@ -52,9 +55,9 @@ def test_abstention_threshold_keeps_the_most_answers_at_the_precision():
     # 95 %: 14 kept is 13/14 = 0.929, 11 kept is 11/11: the lowest threshold keeps 11.
     assert calibration.abstention_threshold(probabilities, labels, precision=0.95) == \
         pytest.approx(confidence[10])
-    # Never reached with at least 10 answers kept: answer nothing.
+    # Never reached with at least 10 answers kept: no threshold (fit_abstention falls back).
     labels[:3] = 1
-    assert calibration.abstention_threshold(probabilities, labels, precision=0.99) == 1.0
+    assert calibration.abstention_threshold(probabilities, labels, precision=0.99) is None
 
 
 def test_the_distance_test_goes_first_and_the_probability_threshold_fits_on_the_rest():
@@ -70,14 +73,18 @@ def test_the_distance_test_goes_first_and_the_probability_threshold_fits_on_the_
                                       familiarity=familiarity, novelty_reject=0.1)
     # 10 % of 20: the two least familiar fall below the 3rd lowest familiarity, 0.5; the
     # 18 left are all right, so every one of them is answered.
-    assert rule == {"min_familiarity": 0.5, "min_confidence": pytest.approx(0.80)}
-    unknown = calibration.is_unknown(probabilities, familiarity=familiarity, **rule)
+    assert rule == {"min_familiarity": 0.5, "min_confidence": pytest.approx(0.80),
+                    "target_met": True}
+    unknown = calibration.is_unknown(probabilities, familiarity=familiarity,
+                                     min_confidence=rule["min_confidence"],
+                                     min_familiarity=rule["min_familiarity"])
     assert np.flatnonzero(unknown).tolist() == [11, 14]
     # Probabilities alone (novelty_reject 0) keep 11 answers at 95 %, as the test above.
     alone = calibration.fit_abstention(probabilities, labels, precision=0.95,
                                        familiarity=familiarity, novelty_reject=0.0)
-    assert alone == {"min_familiarity": None, "min_confidence": pytest.approx(confidence[10])}
-    assert calibration.is_unknown(probabilities, **alone).sum() == 9
+    assert alone == {"min_familiarity": None, "min_confidence": pytest.approx(confidence[10]),
+                     "target_met": True}
+    assert calibration.is_unknown(probabilities, min_confidence=alone["min_confidence"]).sum() == 9
 
 
 def test_one_rule_for_numpy_tensorflow_and_single_numbers():
@@ -166,3 +173,153 @@ def test_bin_totals_add_up_across_splits_to_the_pooled_ece():
     floor_0, _ = calibration.ece_noise_floor(totals[0])
     floor_pooled, _ = calibration.ece_noise_floor(pooled)
     assert floor_pooled < floor_0 * 0.85
+
+
+def drawn_split(rng, n: int, *, factor: float = 1.0, classes: int = 8):
+    """(logits the model reports, labels): labels drawn from softmax(true logits), the
+    model's logits `factor` times those (1: calibrated; more: over-confident)."""
+    true = rng.normal(0, 1.5, (n, classes))
+    true[np.arange(n), rng.integers(0, classes, n)] += 1.5
+    cumulative = calibration.softmax(true).cumsum(axis=1)
+    labels = np.minimum((rng.random((n, 1)) > cumulative).sum(axis=1), classes - 1)
+    return factor * true, labels
+
+
+def test_a_tiny_validation_split_never_gets_a_temperature_that_raises_the_test_nll():
+    # A calibrated model (T = 1 is right): on 40 validation paintings the NLL-fitted T
+    # fits their noise and raises the NLL of 5,000 test paintings from the same
+    # distribution; the chosen T does not, on any of 20 draws.
+    raised = 0
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        validation, test = drawn_split(rng, 40), drawn_split(rng, 5000)
+        choice = calibration.choose_temperature(*validation)
+
+        def test_nll(temperature):
+            return calibration.negative_log_likelihood(
+                calibration.softmax(test[0], temperature), test[1])
+
+        raised += test_nll(choice["fitted_temperature"]) > test_nll(1.0)
+        assert test_nll(choice["temperature"]) <= test_nll(1.0)
+        assert choice["temperature"] == 1.0
+        assert choice["held_out_nll_gain"] <= choice["held_out_nll_gain_se"]
+        assert choice["method"].startswith("T = 1 (no temperature): the NLL-fitted temperature")
+    assert raised >= 15  # The plain fit would have raised it on most draws.
+
+
+def test_a_temperature_the_data_show_is_kept_on_small_and_large_splits():
+    # The model reports 3 x the true logits: T = 3 undoes it. 3,000 paintings find it
+    # closely; 60 still show it beyond the noise, and the test NLL falls.
+    rng = np.random.default_rng(0)
+    large = calibration.choose_temperature(*drawn_split(rng, 3000, factor=3.0))
+    assert large["temperature"] == large["fitted_temperature"] == pytest.approx(3.0, rel=0.05)
+    assert large["method"].startswith("temperature scaling") and "kept because" in large["method"]
+    small = calibration.choose_temperature(*drawn_split(rng, 60, factor=3.0))
+    logits, labels = drawn_split(rng, 5000, factor=3.0)
+    assert small["temperature"] == small["fitted_temperature"] == pytest.approx(3.0, rel=0.3)
+    assert small["held_out_nll_gain"] > small["held_out_nll_gain_se"] > 0
+    assert (calibration.negative_log_likelihood(calibration.softmax(logits, small["temperature"]),
+                                                labels)
+            < calibration.negative_log_likelihood(calibration.softmax(logits), labels) - 0.3)
+
+
+def test_too_few_paintings_to_cross_fit_keep_t_1():
+    logits, labels = drawn_split(np.random.default_rng(0), 9, factor=3.0)
+    choice = calibration.choose_temperature(logits, labels)
+    assert choice["temperature"] == 1.0 and choice["held_out_nll_gain"] == 0.0
+    assert choice["method"].startswith("T = 1: 9 validation paintings are too few")
+
+
+def hard_split():
+    """20 paintings of 2 artists, confidences 0.99 .. 0.80, every third answer wrong: the
+    answers kept are at most 8/11 right with 10 or more kept, never 90 %."""
+    confidence = np.linspace(0.99, 0.80, 20)
+    probabilities = np.stack([confidence, 1 - confidence], axis=1)
+    labels = np.where(np.arange(20) % 3 == 2, 1, 0)
+    return confidence, probabilities, labels
+
+
+def test_out_of_reach_target_falls_back_to_the_most_precise_threshold_answering_half():
+    confidence, probabilities, labels = hard_split()
+    assert calibration.abstention_threshold(probabilities, labels, precision=0.9) is None
+    rule = calibration.fit_abstention(probabilities, labels, precision=0.9)
+    # Kept 10..20 answers: 7/10, 8/11, 8/12, 9/13, 10/14, 10/15, ... 14/20; 8/11 is best.
+    assert rule == {"min_familiarity": None, "min_confidence": pytest.approx(confidence[10]),
+                    "target_met": False, "kept_instead": calibration.FALLBACK_TEXT}
+    kept = ~calibration.is_unknown(probabilities, min_confidence=rule["min_confidence"])
+    assert kept.sum() == 11 and (labels[kept] == 0).sum() == 8
+    # Of equal precisions the one answering more: 2 right of 4, or 4 of 8 -> all 8.
+    equal = np.array([[0.9, 0.1]] * 2 + [[0.8, 0.2]] * 2 + [[0.7, 0.3]] * 4)
+    assert calibration.fallback_threshold(equal, np.array([0, 1, 1, 0, 0, 1, 1, 0]),
+                                          min_kept=2) == 0.7
+    assert calibration.fallback_threshold(equal[:0], np.array([], int), min_kept=1) == 0.0
+
+
+def test_the_fallback_answers_half_the_split_with_the_distance_test_on():
+    # As above, and 4 confident right answers (20 %) fall to the distance test. Of the 16
+    # left, most confident first (W W R R W R R W R R W R R W R R), the best precision with
+    # at least 10 kept (half of the split) is all 16 (10/16); half of the 16 alone would
+    # have kept 9 (6/9).
+    confidence, probabilities, labels = hard_split()
+    familiarity = np.arange(20.0)
+    familiarity[[0, 1, 3, 4]] = -1.0
+    rule = calibration.fit_abstention(probabilities, labels, precision=0.9,
+                                      familiarity=familiarity, novelty_reject=0.2)
+    assert rule["target_met"] is False and rule["min_familiarity"] == 2.0
+    assert rule["min_confidence"] == pytest.approx(confidence[19])
+    kept = ~calibration.is_unknown(probabilities, familiarity=familiarity,
+                                   min_confidence=rule["min_confidence"],
+                                   min_familiarity=rule["min_familiarity"])
+    assert kept.sum() == 16 and (labels[kept] == 0).sum() == 10
+    with pytest.raises(ValueError, match="fewer than 50% of the paintings to answer"):
+        calibration.fit_abstention(probabilities, labels, precision=0.9,
+                                   familiarity=familiarity, novelty_reject=0.6)
+
+
+def test_the_fitted_answer_states_an_out_of_reach_target_and_a_rule_answering_few():
+    _, probabilities, labels = hard_split()
+    answer = evaluation.fit_answer_on(probabilities, labels, split="validation",
+                                      target_precision=0.9)
+    assert answer["target_met"] is False and answer["temperature"] == 1.0  # 20: no T shown.
+    assert answer["fitted_on"] == {"split": "validation", "examples": 20, "coverage": 0.55,
+                                   "precision": pytest.approx(8 / 11)}
+    assert answer["warning"] == (
+        "the target precision 90% was not reachable on the validation split (no threshold "
+        "kept 10 or more answers that often right); kept instead: " + calibration.FALLBACK_TEXT
+        + f", top probability {answer['min_confidence']:.3f}: it answered 55.0% of the 20 "
+        "validation paintings, 72.7% of them right")
+    assert answer["calibration"]["method"].startswith("T = 1 (no temperature)")
+    # Met, but on 10 answers of 40 (10 sure and right, 30 coin tosses): said too.
+    confident = np.concatenate([probabilities[:10], np.full((30, 2), 0.5)])
+    met = evaluation.fit_answer_on(confident, np.arange(40) % 2 * (np.arange(40) >= 10),
+                                   split="validation", target_precision=0.8)
+    assert met["target_met"] is True and met["fitted_on"]["coverage"] == 0.25
+    assert met["warning"].startswith("the rule answers few paintings: at the target precision "
+                                     "80% it answered 25.0% of the 40 validation paintings, "
+                                     "100.0% of them right")
+    easy = evaluation.fit_answer_on(probabilities, np.zeros(20, int), split="validation",
+                                    target_precision=0.9)
+    assert easy["target_met"] is True and "warning" not in easy
+
+
+def test_the_report_states_the_fallback_and_the_temperature_choice(tmp_path):
+    _, probabilities, labels = hard_split()
+    fitted = evaluation.fit_answer_on(probabilities, labels, split="validation",
+                                      target_precision=0.9)
+    images = [encode(np.full((8, 8, 3), 10 * i, np.uint8)) for i in range(20)]
+    metrics = report.write_report(
+        str(tmp_path), labels=labels, probabilities=probabilities, names=["A", "B"],
+        images=images, title="t", min_confidence=fitted["min_confidence"], fitted=fitted)
+    assert metrics["abstention"]["coverage"] == 0.55
+    with open(tmp_path / "report.json") as f:
+        stored = json.load(f)["validation_fit"]
+    assert stored["target_met"] is False and stored["warning"] == fitted["warning"]
+    text = (tmp_path / "report.md").read_text()
+    assert f"**Warning: {fitted['warning']}.**" in text
+    assert f"temperature 1.000 ({fitted['calibration']['method']})" in text
+    assert "of this split's paintings" not in text  # 55 % answered: not few.
+    # A rule that answers a quarter of the split says so, with or without the fit.
+    report.write_report(str(tmp_path), labels=labels, probabilities=probabilities,
+                        names=["A", "B"], images=images, title="t", min_confidence=0.95)
+    assert ("**Warning: the rule answers only 25.0% of this split's paintings; every other "
+            "painting gets \"unknown artist\".**") in (tmp_path / "report.md").read_text()

@@ -181,6 +181,37 @@ def test_info(model_dir):
     assert as_json["metrics"] == METRICS and as_json["image_size"] == 32
 
 
+def test_info_states_a_target_out_of_reach_and_how_the_temperature_was_chosen():
+    # A validation split on which no threshold is 90 % right (every third answer wrong),
+    # fitted and stored as training does (train_lib.finish), then read as --info reads it.
+    import numpy as np
+
+    from pipeline import views
+    from serving import export
+    from trainer import evaluation
+
+    confidence = np.linspace(0.99, 0.80, 20)
+    fitted = evaluation.fit_answer_on(np.stack([confidence, 1 - confidence], axis=1),
+                                      np.where(np.arange(20) % 3 == 2, 1, 0),
+                                      split="validation", target_precision=0.9)
+    rule = {key: fitted.pop(key) for key in ("temperature", "min_confidence", "min_familiarity")}
+    document = export.build_metadata(artist_names=ARTISTS, views=views.Views(32),
+                                     answer=export.Answer(**rule), abstention=fitted)
+    code = ("import json, sys; from artist_id import predict; "
+            "print(predict.format_info('m', json.loads(sys.argv[1])))")
+    result = subprocess.run([sys.executable, "-c", code, json.dumps(document)], cwd=ROOT,
+                            env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert (f"Calibration: temperature 1.000 ({fitted['calibration']['method']})") in lines
+    assert (f"Unknown artist: top probability < {confidence[10]:.3f} (kept instead: the "
+            "threshold whose answers were most often right among those answering at least "
+            "50% of the validation paintings)") in lines
+    assert (f"WARNING: {fitted['warning']}") in lines
+    assert "it answered 55.0% of the 20 validation paintings, 72.7% of them right" in \
+        fitted["warning"]
+
+
 @pytest.fixture(scope="module")
 def old_saved_model(tmp_path_factory) -> str:
     """A SavedModel as exported before `unknown`, `panel` and the other new signatures:

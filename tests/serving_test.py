@@ -371,12 +371,21 @@ def test_saved_model_holds_the_keras_models_weights(tmp_path):
     np.testing.assert_allclose(served["probabilities"], expected, rtol=1e-5, atol=1e-7)
 
 
-def test_temperature_and_abstention_rule_are_applied_and_stated(tmp_path):
+def test_temperature_and_abstention_rule_are_applied_and_stated(tmp_path, caplog):
     model = create_tiny_model()
-    path = export.export_model(model, str(tmp_path / "calibrated"), artist_names=ARTISTS,
-                               views=views_lib.Views(IMAGE_SIZE),
-                               answer=export.Answer(temperature=2.0, min_confidence=0.3),
-                               abstention={"target_precision": 0.9})
+    # As trainer.evaluation.fit_answer gives them: how the temperature was chosen goes in
+    # "calibration", the rest (here a target out of reach) in "abstention".
+    fitted = {"target_precision": 0.9, "target_met": False, "kept_instead": "a fallback",
+              "warning": "the target precision 90% was not reachable",
+              "calibration": {"method": "kept because it beat T = 1", "fitted_temperature": 2.0}}
+    with caplog.at_level("WARNING"):
+        path = export.export_model(model, str(tmp_path / "calibrated"), artist_names=ARTISTS,
+                                   views=views_lib.Views(IMAGE_SIZE),
+                                   answer=export.Answer(temperature=2.0, min_confidence=0.3),
+                                   abstention=fitted)
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"
+            and "rule" in r.getMessage()] == [
+        "the exported 'unknown artist' rule: the target precision 90% was not reachable"]
     loaded = tf.saved_model.load(path)
     pixels = np.stack([picture(i, IMAGE_SIZE, IMAGE_SIZE) for i in range(8)])
     logits = model(pixels.astype(np.float32) / 255.0, training=False)
@@ -388,9 +397,17 @@ def test_temperature_and_abstention_rule_are_applied_and_stated(tmp_path):
         np.testing.assert_allclose(out["probabilities"], expected, atol=1e-5)
         np.testing.assert_array_equal(out["unknown"], expected.max(axis=1) < 0.3)
     document = json.loads(call(loaded.signatures["metadata"])["metadata"])
-    assert document["calibration"]["temperature"] == 2.0
-    assert document["abstention"] == {"min_confidence": 0.3, "target_precision": 0.9,
-                                      "rule": "unknown when the top probability < min_confidence"}
+    assert document["calibration"] == {"temperature": 2.0, "fitted_temperature": 2.0,
+                                       "method": "kept because it beat T = 1"}
+    assert document["abstention"] == {
+        "min_confidence": 0.3, "target_precision": 0.9, "target_met": False,
+        "kept_instead": "a fallback", "warning": "the target precision 90% was not reachable",
+        "rule": "unknown when the top probability < min_confidence"}
+    # Without a fit (a hand-made rule): the plain method, no warning.
+    plain = export.build_metadata(artist_names=ARTISTS, views=views_lib.Views(IMAGE_SIZE),
+                                  answer=export.Answer(temperature=1.5))
+    assert plain["calibration"] == {"temperature": 1.5, "method": export.TEMPERATURE_TEXT}
+    assert "warning" not in plain["abstention"]
 
 
 def colour_model() -> keras.Model:

@@ -97,7 +97,11 @@ def fit_answer(builder, split: str, data: pipeline.DataConfig, predict_fn: Predi
                novelty_reject: float = 0.0) -> dict:
     """The temperature and the "unknown artist" rule, fitted on `split` (the validation
     split): {"temperature", "min_confidence", "min_familiarity", "target_precision",
-    "novelty_reject", "fitted_on": {...}} (`calibration.fit_abstention`).
+    "target_met", "novelty_reject", "fitted_on": {...}, "calibration": {how the temperature
+    was chosen}}, "kept_instead" when the target is out of reach and "warning" when a user
+    must hear about the rule (`calibration.choose_temperature`, `fit_abstention`,
+    `abstention_warning`). `serving.export` stores "calibration" in the metadata's
+    "calibration", the rest in its "abstention".
 
     `predict_fn` gives probabilities at temperature 1; the rule's distance test also
     needs a `gallery` and the fn's "embeddings", made as the gallery's were
@@ -112,19 +116,34 @@ def fit_answer(builder, split: str, data: pipeline.DataConfig, predict_fn: Predi
             raise ValueError("the distance test (novelty_reject > 0) needs embeddings from "
                              "predict_fn (keras_answer_fn)")
         familiarity = gallery.familiarity(embeddings)
+    return fit_answer_on(probabilities, labels, split=split, target_precision=target_precision,
+                         familiarity=familiarity, novelty_reject=novelty_reject)
+
+
+def fit_answer_on(probabilities: np.ndarray, labels: np.ndarray, *, split: str,
+                  target_precision: float, familiarity: np.ndarray | None = None,
+                  novelty_reject: float = 0.0) -> dict:
+    """`fit_answer` on a split's probabilities at temperature 1 (and familiarity) already
+    computed: what a finished run's outputs re-fit without a model."""
     # log p = logits + a constant per row: the temperature fits on it as on logits.
-    temperature = calibration.fit_temperature(calibration.log_probabilities(probabilities),
-                                              labels)
-    calibrated = calibration.softmax(calibration.log_probabilities(probabilities), temperature)
+    log_p = calibration.log_probabilities(probabilities)
+    choice = calibration.choose_temperature(log_p, labels)
+    temperature = choice.pop("temperature")
+    calibrated = calibration.softmax(log_p, temperature)
     rule = calibration.fit_abstention(calibrated, labels, precision=target_precision,
                                       familiarity=familiarity, novelty_reject=novelty_reject)
-    kept = ~calibration.is_unknown(calibrated, familiarity=familiarity, **rule)
+    kept = ~calibration.is_unknown(calibrated, familiarity=familiarity,
+                                   min_confidence=rule["min_confidence"],
+                                   min_familiarity=rule["min_familiarity"])
     right = calibrated.argmax(axis=1) == labels
-    return {"temperature": temperature, **rule, "target_precision": target_precision,
-            "novelty_reject": novelty_reject,
-            "fitted_on": {"split": split, "examples": int(len(labels)),
-                          "coverage": float(kept.mean()) if len(labels) else 0.0,
-                          "precision": float(right[kept].mean()) if kept.any() else 0.0}}
+    answer = {"temperature": temperature, **rule, "target_precision": target_precision,
+              "novelty_reject": novelty_reject,
+              "fitted_on": {"split": split, "examples": int(len(labels)),
+                            "coverage": float(kept.mean()) if len(labels) else 0.0,
+                            "precision": float(right[kept].mean()) if kept.any() else 0.0},
+              "calibration": choice}
+    warning = calibration.abstention_warning(answer)
+    return {**answer, **({"warning": warning} if warning else {})}
 
 
 def predict_split(builder, split: str, data: pipeline.DataConfig, predict_fn: PredictFn, *,
@@ -150,7 +169,8 @@ def predict_split(builder, split: str, data: pipeline.DataConfig, predict_fn: Pr
 def evaluate_split(builder, split: str, data: pipeline.DataConfig, predict_fn: PredictFn,
                    out_dir: str, *, gallery: gallery_lib.Gallery | None = None,
                    temperature: float = 1.0, min_confidence: float = 0.0,
-                   min_familiarity: float | None = None, encoded: bool = False) -> dict:
+                   min_familiarity: float | None = None, encoded: bool = False,
+                   fitted: dict | None = None) -> dict:
     """Writes report.json, report.md and the pictures (`report.write_report`); returns the
     metrics.
 
@@ -160,7 +180,9 @@ def evaluate_split(builder, split: str, data: pipeline.DataConfig, predict_fn: P
     (`calibration.is_unknown`). With a `gallery` and the fn's "embeddings", made as
     the gallery's were (`keras_answer_fn`), the report also gives the
     nearest-neighbour artist accuracy of the split against the gallery.
-    `encoded`: as `predict_split`'s.
+    `encoded`: as `predict_split`'s. `fitted`: how the temperature and rule were fitted
+    (`fit_answer`'s answer, or a SavedModel's "abstention" with its "calibration"), which
+    the report states (`report.write_report`).
     """
     labels, rows = predict_split(builder, split, data, predict_fn, encoded=encoded)
     probabilities, embeddings, unknown = outputs_of(rows)
@@ -178,4 +200,4 @@ def evaluate_split(builder, split: str, data: pipeline.DataConfig, predict_fn: P
         images=pipeline.encoded_images(builder, split),
         title=f"{builder.info.full_name} / {split}", neighbours=neighbours,
         temperature=temperature, min_confidence=min_confidence, min_familiarity=min_familiarity,
-        unknown=unknown)
+        unknown=unknown, fitted=fitted)

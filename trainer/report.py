@@ -109,16 +109,27 @@ def floor_note(calibration_metrics: dict) -> str:
 
 
 def confidence_lines(metrics: dict) -> list[str]:
-    """report.md's lines on calibration and the "unknown artist" rule."""
+    """report.md's lines on calibration and the "unknown artist" rule: with the validation
+    fit ("validation_fit", `trainer.evaluation.fit_answer`'s), how the temperature was
+    chosen and its warning; and a warning when the rule answers few of this split's
+    paintings."""
     c, a = metrics["calibration"], metrics["abstention"]
+    fitted = metrics.get("validation_fit") or {}
+    method = (fitted.get("calibration") or {}).get("method", "chosen on the validation split")
     answered = "-" if a["accuracy_answered"] is None else f"{a['accuracy_answered']:.1%}"
-    return ["", f"Confidence: temperature {c['temperature']:.3f} (fitted on the validation split); "
-            f"expected calibration error ({c['bins']} bins) {c['ece_before']:.3f} before, "
-            f"{c['ece']:.3f} after{floor_note(c)}; NLL {c['nll_before']:.3f} before, "
-            f"{c['nll']:.3f} after (reliability.png).", "",
-            f"\"Unknown artist\" when the {rule_text(a)}: "
-            f"{a['coverage']:.1%} of paintings answered, {answered} of them right; "
-            f"{a['unknown_fraction']:.1%} unknown (coverage.png)."]
+    lines = ["", f"Confidence: temperature {c['temperature']:.3f} ({method}); "
+             f"expected calibration error ({c['bins']} bins) {c['ece_before']:.3f} before, "
+             f"{c['ece']:.3f} after{floor_note(c)}; NLL {c['nll_before']:.3f} before, "
+             f"{c['nll']:.3f} after (reliability.png).", "",
+             f"\"Unknown artist\" when the {rule_text(a)}: "
+             f"{a['coverage']:.1%} of paintings answered, {answered} of them right; "
+             f"{a['unknown_fraction']:.1%} unknown (coverage.png)."]
+    if fitted.get("warning"):
+        lines += ["", f"**Warning: {fitted['warning']}.**"]
+    if a["coverage"] < calibration.FALLBACK_COVERAGE:
+        lines += ["", f"**Warning: the rule answers only {a['coverage']:.1%} of this split's "
+                  "paintings; every other painting gets \"unknown artist\".**"]
+    return lines
 
 
 def neighbour_lines(metrics: dict) -> list[str]:
@@ -306,12 +317,15 @@ def write_report(
     images: list[bytes], title: str, neighbours: dict | None = None,
     temperature: float = 1.0, min_confidence: float = 0.0,
     min_familiarity: float | None = None, unknown: np.ndarray | None = None,
+    fitted: dict | None = None,
 ) -> dict:
     """report.json, report.md, confusion.png, mistakes.png, reliability.png and coverage.png
     in `out_dir`. `probabilities` are calibrated (of logits / `temperature`);
     `min_confidence` and `min_familiarity` are the "unknown artist" rule and `unknown`
     its answer per painting (`confidence_metrics`); `neighbours`
-    (`serving.gallery.neighbour_metrics`) goes in as `nearest_neighbours`."""
+    (`serving.gallery.neighbour_metrics`) goes in as `nearest_neighbours`; `fitted`,
+    how the temperature and rule were fitted on validation
+    (`trainer.evaluation.fit_answer`), as `validation_fit`."""
     os.makedirs(out_dir, exist_ok=True)
     labels = np.asarray(labels)
     metrics = compute_metrics(labels, probabilities, names)
@@ -320,6 +334,8 @@ def write_report(
                                       min_familiarity=min_familiarity, unknown=unknown))
     if neighbours:
         metrics["nearest_neighbours"] = neighbours
+    if fitted:
+        metrics["validation_fit"] = fitted
     with open(os.path.join(out_dir, "report.json"), "w", encoding="utf-8") as f:
         json.dump({"title": title, **metrics}, f, indent=2, ensure_ascii=False)
     write_markdown(metrics, os.path.join(out_dir, "report.md"), title=title)

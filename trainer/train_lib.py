@@ -345,9 +345,11 @@ def finish(config: TrainConfig, workdir: str, builder, model: keras.Model) -> di
                                        target_precision=config.export.target_precision,
                                        gallery=gallery,
                                        novelty_reject=config.export.novelty_reject)
-        logging.info("calibration: temperature %.3f; 'unknown' below p %.3f or familiarity "
-                     "%s (validation: %s)", answer["temperature"], answer["min_confidence"],
-                     answer["min_familiarity"], answer["fitted_on"])
+        logging.info("calibration: temperature %.3f (%s); 'unknown' below p %.3f or "
+                     "familiarity %s, target precision met: %s (validation: %s)",
+                     answer["temperature"], answer["calibration"]["method"],
+                     answer["min_confidence"], answer["min_familiarity"],
+                     answer["target_met"], answer["fitted_on"])
     rule = {key: answer[key] for key in ("temperature", "min_confidence", "min_familiarity")}
     if "test" in builder.info.splits:
         test = evaluation.evaluate_split(

@@ -139,6 +139,10 @@ class ExportConfig(settings.Section):
         "training paintings than all but this share of the validation split are `unknown` "
         "whatever their probabilities (a painting by an artist the model never saw); "
         "0: probabilities only. Needs the gallery.", bounds=(0.0, 0.5), after_training=True)
+    verify_false_accept: float = setting(
+        0.05, "The `verify` signatures' thresholds: the share of false claims (a painting "
+        "named for another artist) and of pairs of two hands they accept on the validation "
+        "split.", bounds=(0.001, 0.5), after_training=True)
 
 
 @dataclasses.dataclass(frozen=True)

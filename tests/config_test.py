@@ -92,7 +92,7 @@ def test_a_flat_config_json_of_the_first_versions_loads():
 def test_after_training_settings_come_from_the_declarations():
     assert config_lib.after_training_settings() == {
         "eval_crops", "test_flips", "eval_scale", "top_k", "export_tflite",
-        "gallery_per_artist", "target_precision", "novelty_reject"}
+        "gallery_per_artist", "target_precision", "novelty_reject", "verify_false_accept"}
 
 
 def test_describe_shows_every_setting_once_and_marks_what_was_set():

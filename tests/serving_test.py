@@ -42,9 +42,10 @@ def call(signature, **inputs) -> dict[str, np.ndarray]:
 
 
 def test_signatures_shapes_and_dtypes(loaded, serve):
+    # A dense head: no artist directions, so no `verify` (claims); pairs need embeddings only.
     assert set(loaded.signatures) == {"serving_default", "serve_pixels", "serve_float_pixels",
                                       "embed", "explain", "explain_artist", "similar", "panel",
-                                      "metadata"}
+                                      "verify_pair", "metadata"}
     (name, spec), = serve.structured_input_signature[1].items()
     assert (name, spec.dtype, spec.shape.as_list()) == ("images", tf.string, [None])
     for signature, dtype in (("serve_pixels", tf.uint8), ("serve_float_pixels", tf.float32)):

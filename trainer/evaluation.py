@@ -14,7 +14,7 @@ import tensorflow as tf
 import pipeline
 from serving import explain, multiview
 from serving import gallery as gallery_lib
-from trainer import calibration, report
+from trainer import calibration, report, verification
 
 # Float32 images [batch, S, S, 3] in [0, 1] (with multi-crop inference, views
 # [batch, V, S, S, 3]) -> probabilities [batch, artists] (or any per-image rows,
@@ -94,7 +94,8 @@ def outputs_of(rows: np.ndarray | dict[str, np.ndarray]
 
 def fit_answer(builder, split: str, data: pipeline.DataConfig, predict_fn: PredictFn, *,
                target_precision: float, gallery: gallery_lib.Gallery | None = None,
-               novelty_reject: float = 0.0) -> dict:
+               novelty_reject: float = 0.0, directions: np.ndarray | None = None,
+               verify_false_accept: float = 0.05) -> dict:
     """The temperature and the "unknown artist" rule, fitted on `split` (the validation
     split): {"temperature", "min_confidence", "min_familiarity", "target_precision",
     "target_met", "novelty_reject", "fitted_on": {...}, "calibration": {how the temperature
@@ -105,7 +106,9 @@ def fit_answer(builder, split: str, data: pipeline.DataConfig, predict_fn: Predi
 
     `predict_fn` gives probabilities at temperature 1; the rule's distance test also
     needs a `gallery` and the fn's "embeddings", made as the gallery's were
-    (`keras_answer_fn`)."""
+    (`keras_answer_fn`). With embeddings, "verification" holds the `verify` signatures'
+    thresholds for `verify_false_accept` (`trainer.verification`; claims need the cosine
+    head's `directions`)."""
     labels, rows = predict_split(builder, split, data, predict_fn)
     probabilities, embeddings, _ = outputs_of(rows)
     if gallery is None or not len(gallery):
@@ -116,8 +119,13 @@ def fit_answer(builder, split: str, data: pipeline.DataConfig, predict_fn: Predi
             raise ValueError("the distance test (novelty_reject > 0) needs embeddings from "
                              "predict_fn (keras_answer_fn)")
         familiarity = gallery.familiarity(embeddings)
-    return fit_answer_on(probabilities, labels, split=split, target_precision=target_precision,
-                         familiarity=familiarity, novelty_reject=novelty_reject)
+    answer = fit_answer_on(probabilities, labels, split=split,
+                           target_precision=target_precision, familiarity=familiarity,
+                           novelty_reject=novelty_reject)
+    if embeddings is not None:
+        answer["verification"] = verification.fit(embeddings, labels, directions,
+                                                  false_accept=verify_false_accept)
+    return answer
 
 
 def fit_answer_on(probabilities: np.ndarray, labels: np.ndarray, *, split: str,

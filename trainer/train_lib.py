@@ -14,6 +14,7 @@ import pipeline
 from artist_tfds import features
 from pipeline import augment as augment_lib
 from serving import explain, export
+from serving import head as head_lib
 from serving import gallery as gallery_lib
 from trainer import callbacks as callbacks_lib
 from trainer import config as config_lib
@@ -340,11 +341,13 @@ def finish(config: TrainConfig, workdir: str, builder, model: keras.Model) -> di
                      gallery.nbytes / 2**20)
     answer = {"temperature": 1.0, "min_confidence": 0.0, "min_familiarity": None}
     if "validation" in builder.info.splits:
-        answer = evaluation.fit_answer(builder, "validation", evaluation_data(config),
-                                       evaluation.keras_answer_fn(explainer),
-                                       target_precision=config.export.target_precision,
-                                       gallery=gallery,
-                                       novelty_reject=config.export.novelty_reject)
+        head = head_lib.CosineHead.of(model)
+        answer = evaluation.fit_answer(
+            builder, "validation", evaluation_data(config), evaluation.keras_answer_fn(explainer),
+            target_precision=config.export.target_precision, gallery=gallery,
+            novelty_reject=config.export.novelty_reject,
+            directions=None if head is None else head.directions.numpy(),
+            verify_false_accept=config.export.verify_false_accept)
         logging.info("calibration: temperature %.3f (%s); 'unknown' below p %.3f or "
                      "familiarity %s, target precision met: %s (validation: %s)",
                      answer["temperature"], answer["calibration"]["method"],
@@ -355,7 +358,7 @@ def finish(config: TrainConfig, workdir: str, builder, model: keras.Model) -> di
         test = evaluation.evaluate_split(
             builder, "test", evaluation_data(config),
             evaluation.keras_answer_fn(explainer, answer["temperature"]), workdir,
-            gallery=gallery, **rule)
+            gallery=gallery, fitted=answer, **rule)
         metrics.update(headline_metrics(test))
     if os.path.exists(metrics_csv):
         report.plot_curves(metrics_csv, os.path.join(workdir, "curves.png"))
@@ -364,7 +367,8 @@ def finish(config: TrainConfig, workdir: str, builder, model: keras.Model) -> di
         model, os.path.join(workdir, SAVED_MODEL), artist_names=artists,
         artist_metadata=features.artist_metadata(builder), views=config.data.views,
         answer=export.Answer(top_k=config.export.top_k, **rule), gallery=gallery,
-        abstention={k: v for k, v in answer.items() if k not in rule},
+        abstention={k: v for k, v in answer.items() if k not in (*rule, "verification")},
+        verification=answer.get("verification"),
         metadata={"dataset": builder.info.full_name, "metrics": metrics,
                   "config": config.to_dict()})
     if config.export.export_tflite:

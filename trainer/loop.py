@@ -2,11 +2,11 @@
 
 Keras 3 `fit` fails under `MultiWorkerMirroredStrategy` (keras-team/keras#20585);
 a Keras model and optimizer train there fine when the step is ours. The loop
-does what `train_lib.fit_phases` does with `fit`, with the same pieces: the
-model, optimizer, schedule, loss and class weights of `optim` and
-`pipeline.class_weights`, the input of `pipeline.create_split`, and the same
-Keras callbacks for metrics.csv, TensorBoard, the best checkpoint, early
-stopping and the CPU budget, so a run's files read the same either way.
+runs the plan `train_lib.fit_phases` runs with `fit` (`phases`: the phases,
+each phase's optimizer and schedule, the Keras callbacks for metrics.csv,
+TensorBoard, the best checkpoint, early stopping and the CPU budget), with the
+same model, loss and class weights and the input of `pipeline.create_split`,
+so a run's files read the same either way.
 
 * Every worker runs the same command; the cluster comes from `TF_CONFIG`.
   Worker 0 is the chief (or the task of type "chief", if there is one).

@@ -535,3 +535,19 @@ def test_fit_builds_the_training_input_once_a_phase(tiny_data_dir, tiny_builder,
     assert built.count(tf.data.INFINITE_CARDINALITY) == 1, built
     assert [row["epoch"] for row in callbacks_lib.csv_rows(
         os.path.join(workdir, callbacks_lib.METRICS_CSV))] == ["0", "1", "2"]
+
+
+def test_deterministic_runs_train_identical_weights(tiny_data_dir, tiny_builder, tmp_path,
+                                                    op_determinism_restored):
+    def run_weights(name):
+        config = tiny_config(tiny_data_dir, deterministic=True, gallery_per_artist=0)
+        workdir = str(tmp_path / name)
+        model = train_lib.train(config, workdir, tiny_builder)
+        losses = [row["loss"] for row in callbacks_lib.csv_rows(
+            os.path.join(workdir, callbacks_lib.METRICS_CSV))]
+        return [w.numpy() for w in model.weights], losses
+
+    (first, first_losses), (second, second_losses) = run_weights("a"), run_weights("b")
+    assert first_losses == second_losses and len(set(first_losses)) == 2  # Two epochs, trained.
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)

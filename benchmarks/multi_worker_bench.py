@@ -16,8 +16,9 @@ run (the scratch recipe, `--gallery_per_artist=0`), round by round in turn:
   statistics per worker: no collective per layer and step).
 
 Each run's speed is training images per second of wall time over its epochs
-after the first (the first pays tracing), read from its metrics.csv (each
-epoch includes its validation pass). The median over rounds is reported,
+after the first (the first pays tracing), and CPU seconds an epoch (all workers'),
+read from its metrics.csv (each epoch includes its validation pass). The median
+over rounds is reported,
 with the ratios `loop x1 / fit` (the loop's overhead) and each two-worker
 case over `loop x1` (2.0 is perfect scaling). The last line printed is one JSON object.
 """
@@ -85,7 +86,9 @@ def run_case(case: str, workdir: str) -> None:
             raise RuntimeError(f"{case} failed:\n{stderr[-3000:]}")
 
 
-def images_per_second(workdir: str) -> float:
+def epoch_speed(workdir: str) -> tuple[float, float]:
+    """(training images per second of wall time, CPU seconds an epoch) over the epochs
+    after the first, from the run's metrics.csv."""
     import tensorflow_datasets as tfds
 
     from trainer import callbacks as callbacks_lib
@@ -95,7 +98,8 @@ def images_per_second(workdir: str) -> float:
     batch = config["data"]["batch_size"]
     per_epoch = builder.info.splits["train"].num_examples // batch * batch
     rows = callbacks_lib.csv_rows(os.path.join(workdir, callbacks_lib.METRICS_CSV))[1:]
-    return per_epoch * len(rows) / sum(float(row["epoch_seconds"]) for row in rows)
+    return (per_epoch * len(rows) / sum(float(row["epoch_seconds"]) for row in rows),
+            statistics.mean(float(row["epoch_cpu_seconds"]) for row in rows))
 
 
 def main(argv):
@@ -104,22 +108,28 @@ def main(argv):
 
     cases = [case for case in CASES if case in FLAGS.cases]
     speeds = {case: [] for case in cases}
+    cpu = {case: [] for case in cases}
     for round_index in range(FLAGS.rounds):
         for case in cases:
             workdir = os.path.join(FLAGS.workdir, f"{case.replace(' ', '_')}_{round_index}")
             shutil.rmtree(workdir, ignore_errors=True)
             run_case(case, workdir)
-            speeds[case].append(images_per_second(workdir))
-            print(f"round {round_index + 1}: {case:<8} {speeds[case][-1]:7.1f} images/s",
-                  flush=True)
+            images_per_s, cpu_seconds = epoch_speed(workdir)
+            speeds[case].append(images_per_s)
+            cpu[case].append(cpu_seconds)
+            print(f"round {round_index + 1}: {case:<8} {images_per_s:7.1f} images/s "
+                  f"{cpu_seconds:7.1f} CPU s an epoch", flush=True)
     median = {case: statistics.median(values) for case, values in speeds.items()}
     ratios = {name: round(median[top] / median[bottom], 3)
               for name, (top, bottom) in RATIOS.items() if top in median and bottom in median}
-    summary = {"images_per_s": {case: round(v, 1) for case, v in median.items()}, **ratios,
+    summary = {"images_per_s": {case: round(v, 1) for case, v in median.items()},
+               "cpu_s_per_epoch": {case: round(statistics.median(values), 1)
+                                   for case, values in cpu.items()}, **ratios,
                "runs": {case: [round(v, 1) for v in values] for case, values in speeds.items()}}
-    print(f"\n{'case':<17}{'images/s':>10}   (one core per worker, median of {FLAGS.rounds})")
+    print(f"\n{'case':<17}{'images/s':>10}{'CPU s/epoch':>13}   (one core per worker, "
+          f"median of {FLAGS.rounds})")
     for case in cases:
-        print(f"{case:<17}{median[case]:>10.1f}")
+        print(f"{case:<17}{median[case]:>10.1f}{summary['cpu_s_per_epoch'][case]:>13.1f}")
     print("    ".join(f"{RATIOS[name][0]} / {RATIOS[name][1]}: {value:.3f}"
                        for name, value in ratios.items()), "(two workers: 2.0 is perfect scaling)")
     json_result.emit(summary, FLAGS.json_out)

@@ -325,6 +325,8 @@ def test_multi_worker_bench(tiny_data_dir, tmp_path):
                         "--cases=loop x1,loop x2")
     assert set(figures["images_per_s"]) == {"loop x1", "loop x2"}
     assert all(value > 0 for value in figures["images_per_s"].values())
+    assert set(figures["cpu_s_per_epoch"]) == {"loop x1", "loop x2"}
+    assert all(value > 0 for value in figures["cpu_s_per_epoch"].values())
     assert figures["two_workers_over_one"] == pytest.approx(
         figures["images_per_s"]["loop x2"] / figures["images_per_s"]["loop x1"], rel=0.02)
     assert "loop_over_fit" not in figures  # Only ratios of cases that ran.

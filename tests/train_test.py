@@ -1,20 +1,30 @@
-"""End to end: train a tiny run, export, and serve it from a process that knows nothing of us."""
+"""End to end: train a tiny run, export, and serve it from a process that knows nothing of
+us; resume a killed run; each training setting reaching the training step."""
 
+import collections
+import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import pipeline
-from tests.conftest import ENV, TINY, encode, run
+from artist_id import configs
+from pipeline import augment
+from tests.conftest import ENV, ROOT, SKEWED_COUNTS, TINY, encode, run, tiny_config
+from trainer import callbacks as callbacks_lib
 from trainer import config as config_lib
-from trainer import evaluation, train_lib
+from trainer import evaluation, models, train_lib
+
 
 @pytest.fixture(scope="module")
 def trained(trained_run):
@@ -261,3 +271,283 @@ def test_weights_transfer_from_a_run_on_another_collection(trained, skewed_build
     with pytest.raises(config_lib.ConfigError, match="could not load --weights=.* into "
                        "resnet_small: .* is not a resnet_small at this image size"):
         train_lib.build_model(other, 3)
+
+
+def train_command(workdir, data_dir, epochs=3) -> list[str]:
+    return ["train.py", f"--workdir={workdir}", f"--dataset={TINY}", f"--data_dir={data_dir}",
+            "--recipe=scratch", "--model=seed_cnn", "--image_size=32", "--batch_size=8",
+            "--warmup_epochs=1", f"--epochs={epochs}"]
+
+
+def csv_epochs(workdir) -> list[int]:
+    path = os.path.join(workdir, "metrics.csv")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [int(line.split(",")[0]) for line in f.read().splitlines()[1:] if line]
+
+
+# train.py, with one more callback: after epoch 2 it writes a marker file and waits
+# to be killed, so the test kills it at a known point whatever the machine's speed.
+PAUSED_TRAIN = """
+import os, sys, time
+import keras
+from absl import app
+from artist_id import train
+from trainer import callbacks as callbacks_lib
+
+class PauseAfterSecondEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 1:  # After every other callback: backup and metrics.csv are written.
+            open(os.environ["PAUSE_MARKER"], "w").close()
+            time.sleep(3600)
+
+create = callbacks_lib.create_callbacks
+callbacks_lib.create_callbacks = lambda *a, **k: create(*a, **k) + [PauseAfterSecondEpoch()]
+sys.argv[0] = "train.py"
+app.run(train.main)
+"""
+
+
+def test_sigkilled_run_resumes_from_last_epoch(tiny_data_dir, tmp_path):
+    workdir, marker = str(tmp_path / "run"), tmp_path / "paused"
+    command = train_command(workdir, tiny_data_dir)
+    process = subprocess.Popen([sys.executable, "-c", PAUSED_TRAIN, *command[1:]], cwd=ROOT,
+                               env={**ENV, "PAUSE_MARKER": str(marker)},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(6000):  # A generous bound, not a timing assumption: 10 min.
+            if marker.exists() or process.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert marker.exists(), "training never reached the end of epoch 2"
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert csv_epochs(workdir) == [0, 1]
+    assert not os.path.exists(os.path.join(workdir, "test_metrics.json"))
+
+    result = subprocess.run([sys.executable, *command], cwd=ROOT, env=ENV, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    # Resumed, not restarted: the first run's epochs are kept and not repeated.
+    assert csv_epochs(workdir) == [0, 1, 2]
+    assert "Epoch 3/3" in result.stdout + result.stderr
+    assert "Epoch 1/3" not in result.stdout + result.stderr
+    for name in ("test_metrics.json", "report.md", "saved_model/saved_model.pb", "curves.png"):
+        assert os.path.exists(os.path.join(workdir, name)), name
+    assert not os.path.exists(os.path.join(workdir, "backup"))
+    # The run's cost counts the epochs before the kill too (a CPU budget survives resumption).
+    with open(os.path.join(workdir, "metrics.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert all(float(row["epoch_cpu_seconds"]) > 0 for row in rows)
+    with open(os.path.join(workdir, "test_metrics.json")) as f:
+        metrics = json.load(f)
+    assert metrics["train_cpu_seconds"] == pytest.approx(
+        sum(float(row["epoch_cpu_seconds"]) for row in rows), abs=0.1)
+
+
+def skewed_config(builder, **overrides):
+    return tiny_config(str(builder.data_dir_root), dataset="skewed_paintings", batch_size=6,
+                       image_size=16, **overrides)
+
+
+class Probe(keras.callbacks.Callback):
+    """Calls `record(model, epoch)` before training (epoch None) and after each epoch."""
+
+    def __init__(self, record):
+        super().__init__()
+        self.record = record
+
+    def on_train_begin(self, logs=None):
+        self.record(self.model, None)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.record(self.model, epoch)
+
+
+@pytest.fixture
+def probe(monkeypatch):
+    """probe(record): every training phase from now on also runs `Probe(record)`."""
+    def install(record):
+        create = callbacks_lib.create_callbacks
+        monkeypatch.setattr(callbacks_lib, "create_callbacks",
+                            lambda *a, **k: create(*a, **k) + [Probe(record)])
+    return install
+
+
+def test_resampled_training_batches_are_balanced(skewed_builder):
+    def epoch_counts(balance):
+        train_ds, _, class_weight = train_lib.create_inputs(
+            skewed_config(skewed_builder, balance=balance, label_smoothing=0.0), skewed_builder)
+        epoch = train_ds.take(78 // 6)  # Endless: one epoch of it.
+        return collections.Counter(int(y) for _, ys in epoch for y in ys), class_weight
+
+    plain, _ = epoch_counts("none")
+    assert plain == dict(enumerate(SKEWED_COUNTS))  # 78 = 13 full batches: nothing dropped.
+    resampled, class_weight = epoch_counts("resample")
+    assert sum(resampled.values()) == 78 and class_weight is None
+    assert min(resampled.values()) >= 18, resampled  # 26 each expected; 6 without resampling.
+
+
+@pytest.fixture
+def op_determinism_restored():
+    """Deterministic runs enable TF op determinism process-wide (no public way back): undo it,
+    or later tests would run without XLA, which Keras turns off under op determinism."""
+    from tensorflow.python.framework import config as tf_config
+
+    yield
+    tf_config.disable_op_determinism()
+
+
+def test_class_weights_change_the_loss(skewed_builder, tmp_path, op_determinism_restored):
+    def first_loss(balance):
+        config = skewed_config(skewed_builder, balance=balance, epochs=1, warmup_epochs=0,
+                               deterministic=True)
+        workdir = str(tmp_path / balance)
+        train_lib.train(config, workdir, skewed_builder)
+        with open(os.path.join(workdir, "metrics.csv")) as f:
+            return float(next(csv.DictReader(f))["loss"])
+
+    _, _, weights = train_lib.create_inputs(
+        skewed_config(skewed_builder, balance="class_weight"), skewed_builder)
+    assert weights == pytest.approx({0: 78 / 180, 1: 78 / 36, 2: 78 / 18})
+    # Deterministic runs: the same but for the weights, so any difference is theirs.
+    assert first_loss("none") != pytest.approx(first_loss("class_weight"), rel=1e-4)
+
+
+def test_device_augmentation_trains_and_its_run_reloads(tiny_data_dir, tiny_builder, tmp_path,
+                                                        probe):
+    states = []
+    def record(model, epoch):
+        layer = next(x for x in model.layers if isinstance(x, augment.DeviceAugmentation))
+        states.append(layer.seed_generator.state.numpy().tolist())
+
+    probe(record)
+    config = tiny_config(tiny_data_dir, augment_on="device", seed=3)
+    workdir = str(tmp_path / "run")
+    train_lib.prepare_workdir(config, workdir, overwrite=False)
+    model = train_lib.train(config, workdir, tiny_builder)
+    assert states == [[3, 0], [3, 4], [3, 8]]  # One augmentation per step: 36 // 8 a epoch.
+    # The checkpoint holds the training model's weights; load_run used to fail on it.
+    _, loaded = train_lib.load_run(workdir)
+    images = np.random.default_rng(0).random((4, 32, 32, 3), dtype=np.float32)
+    np.testing.assert_allclose(loaded(images, training=False), model(images, training=False),
+                               atol=1e-6)
+
+
+def small_backbone(*, include_top, weights, input_shape, pooling):
+    """A stand-in for a keras.applications constructor (same signature), small enough to
+    trace in a second: the freezing mechanics do not depend on the network."""
+    del include_top
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x) if pooling else x)
+    assert weights is None
+    return model
+
+
+def test_backbone_is_frozen_then_fine_tuned(tiny_data_dir, tiny_builder, tmp_path, probe,
+                                            monkeypatch):
+    monkeypatch.setitem(models.BACKBONES, "mobilenetv3small", (small_backbone, None))
+    base = small_backbone(include_top=False, weights=None, input_shape=(32, 32, 3),
+                          pooling="avg")
+    weights = str(tmp_path / "backbone.weights.h5")
+    base.save_weights(weights)
+    log = {}
+    probe(lambda model, epoch: log.setdefault(epoch, [
+        w.copy() for w in model.get_layer(models.BACKBONE_LAYER).get_weights()]))
+    # The finetune recipe as a user without internet runs it: a local weights file.
+    config = configs.resolve("finetune", {
+        "dataset": TINY, "data_dir": tiny_data_dir, "image_size": 32, "batch_size": 8,
+        "backbone": "mobilenetv3small", "weights": weights, "freeze_epochs": 1, "epochs": 2,
+        "warmup_epochs": 0})
+    assert config.data.balance == "class_weight" and config.model.name == "backbone"
+    train_lib.train(config, str(tmp_path / "run"), tiny_builder)
+    for start, loaded in zip(log[None], base.get_weights()):
+        np.testing.assert_array_equal(start, loaded)  # Started from the weights file.
+    for start, frozen in zip(log[None], log[0]):
+        np.testing.assert_array_equal(start, frozen)  # Epoch 1: the head alone.
+    assert any(not np.array_equal(a, b) for a, b in zip(log[0], log[1]))  # Then everything.
+
+
+def test_jit_compile_and_mixed_precision_reach_the_training_step(tiny_data_dir, tiny_builder,
+                                                                 tmp_path, probe):
+    seen = {}
+    probe(lambda model, epoch: seen.setdefault(
+        "compiled", (bool(model.jit_compile), model.layers[1].compute_dtype)))
+    config = tiny_config(tiny_data_dir, jit_compile=True, precision="mixed_bfloat16",
+                         epochs=1, warmup_epochs=0)
+    train_lib.train(config, str(tmp_path / "run"), tiny_builder)
+    assert seen["compiled"] == (True, "bfloat16")
+    assert keras.mixed_precision.global_policy().name == "float32"  # Restored afterwards.
+
+
+MIRRORED = """
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import pipeline
+from tests.conftest import tiny_config
+from trainer import train_lib
+
+config = tiny_config(sys.argv[1], strategy="mirrored", epochs=1, warmup_epochs=0)
+builder = pipeline.load_builder(config.data.dataset, data_dir=config.data.data_dir)
+model = train_lib.train(config, sys.argv[2], builder)
+print(json.dumps({"replicas": len(model.weights[0].value.values)}))
+"""
+
+
+def test_mirrored_strategy_trains_on_two_replicas(tiny_data_dir, tmp_path):
+    # Two logical CPUs stand in for two GPUs: one replica each, variables mirrored.
+    result = subprocess.run([sys.executable, "-c", MIRRORED, tiny_data_dir, str(tmp_path / "run")],
+                            cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"replicas": 2}
+
+
+def test_batch_norm_momentum_reaches_every_layer_of_a_run(tiny_data_dir, tmp_path):
+    config = tiny_config(tiny_data_dir, model="resnet_small", bn_momentum=0.0, epochs=1,
+                         warmup_epochs=0, gallery_per_artist=0)
+    builder = pipeline.load_builder(config.data.dataset, data_dir=config.data.data_dir)
+    steps = builder.info.splits["train"].num_examples // config.data.batch_size
+    model = train_lib.train(config, str(tmp_path), builder)
+    momenta = {layer.momentum for layer in models.batch_norm_layers(model)}
+    assert momenta == {models.batch_norm_momentum(0.0, steps)} and 0.9 <= momenta.pop() < 0.99
+
+
+def test_fit_builds_the_training_input_once_a_phase(tiny_data_dir, tiny_builder, tmp_path,
+                                                    monkeypatch):
+    # Given a finite split, fit built the input twice an epoch, and its first step waited.
+    built = []
+    make = tf.data.Dataset.__iter__
+
+    def counting(dataset):
+        built.append(int(dataset.cardinality()))
+        return make(dataset)
+
+    monkeypatch.setattr(tf.data.Dataset, "__iter__", counting)
+    config = tiny_config(tiny_data_dir, epochs=3, gallery_per_artist=0)
+    workdir = str(tmp_path / "run")
+    train_lib.train(config, workdir, tiny_builder)
+    assert built.count(tf.data.INFINITE_CARDINALITY) == 1, built
+    assert [row["epoch"] for row in callbacks_lib.csv_rows(
+        os.path.join(workdir, callbacks_lib.METRICS_CSV))] == ["0", "1", "2"]
+
+
+def test_deterministic_runs_train_identical_weights(tiny_data_dir, tiny_builder, tmp_path,
+                                                    op_determinism_restored):
+    def run_weights(name):
+        config = tiny_config(tiny_data_dir, deterministic=True, gallery_per_artist=0)
+        workdir = str(tmp_path / name)
+        model = train_lib.train(config, workdir, tiny_builder)
+        losses = [row["loss"] for row in callbacks_lib.csv_rows(
+            os.path.join(workdir, callbacks_lib.METRICS_CSV))]
+        return [w.numpy() for w in model.weights], losses
+
+    (first, first_losses), (second, second_losses) = run_weights("a"), run_weights("b")
+    assert first_losses == second_losses and len(set(first_losses)) == 2  # Two epochs, trained.
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)

@@ -2,11 +2,11 @@
 
 Keras 3 `fit` fails under `MultiWorkerMirroredStrategy` (keras-team/keras#20585);
 a Keras model and optimizer train there fine when the step is ours. The loop
-does what `train_lib.fit_phases` does with `fit`, with the same pieces: the
-model, optimizer, schedule, loss and class weights of `optim` and
-`pipeline.class_weights`, the input of `pipeline.create_split`, and the same
-Keras callbacks for metrics.csv, TensorBoard, the best checkpoint, early
-stopping and the CPU budget, so a run's files read the same either way.
+runs the plan `train_lib.fit_phases` runs with `fit` (`phases`: the phases,
+each phase's optimizer and schedule, the Keras callbacks for metrics.csv,
+TensorBoard, the best checkpoint, early stopping and the CPU budget), with the
+same model, loss and class weights and the input of `pipeline.create_split`,
+so a run's files read the same either way.
 
 * Every worker runs the same command; the cluster comes from `TF_CONFIG`.
   Worker 0 is the chief (or the task of type "chief", if there is one).
@@ -44,7 +44,7 @@ from absl import logging
 
 import pipeline
 from trainer import callbacks as callbacks_lib
-from trainer import models, optim, report
+from trainer import optim, phases, report
 
 CHECKPOINTS = "phase{phase}"
 SUM = tf.distribute.ReduceOp.SUM
@@ -239,8 +239,9 @@ def keep_logged_epochs(metrics_csv: str, epochs: int) -> None:
             f.write(",".join(row[name] for name in header.strip().split(",")) + "\n")
 
 
-def loop_callbacks(workdir: str, own_dir: str, **options) -> list[keras.callbacks.Callback]:
-    """`callbacks_lib.create_callbacks` writing into `own_dir`, after the work directory's
+def loop_callbacks(config, workdir: str, own_dir: str, phase: phases.Phase, *,
+                   validation: bool) -> list[keras.callbacks.Callback]:
+    """`phases.create_callbacks` writing into `own_dir`, after the work directory's
     metrics.csv (the best value and CPU spent so far), without the two the loop replaces.
 
     Every worker runs them all, the others into a temporary directory: saving
@@ -250,8 +251,8 @@ def loop_callbacks(workdir: str, own_dir: str, **options) -> list[keras.callback
     if own_dir != workdir and os.path.exists(os.path.join(workdir, callbacks_lib.METRICS_CSV)):
         shutil.copy(os.path.join(workdir, callbacks_lib.METRICS_CSV), own_dir)
     # The loop times epochs itself (CPU summed over workers) and resumes from its checkpoints.
-    return [c for c in callbacks_lib.create_callbacks(own_dir, **options) if not isinstance(
-        c, (keras.callbacks.BackupAndRestore, callbacks_lib.EpochTimer))]
+    return [c for c in phases.create_callbacks(config, own_dir, phase, validation=validation)
+            if not isinstance(c, (keras.callbacks.BackupAndRestore, callbacks_lib.EpochTimer))]
 
 
 @contextlib.contextmanager
@@ -270,14 +271,13 @@ def worker_directory(workdir: str, strategy):
 
 def fit_phases(config, workdir: str, own_dir: str, strategy, model: keras.Model,
                fit_model: keras.Model, builder, *, num_classes: int, class_weight) -> None:
-    """`train_lib.fit_phases` on a cluster: the same phases, learning rates and callbacks;
-    this worker's own files (`loop_callbacks`) go to `own_dir` (`worker_directory`)."""
+    """`phases.plan` on a cluster, as `train_lib.fit_phases` runs it with `fit`; this
+    worker's own files (`loop_callbacks`) go to `own_dir` (`worker_directory`)."""
     data, replicas = config.data, strategy.num_replicas_in_sync
     if data.batch_size % replicas:
         raise ValueError(f"--batch_size={data.batch_size} must be a multiple of the "
                          f"{replicas} replicas of the cluster")
-    options = dict(seed=config.run.seed, deterministic=config.run.deterministic,
-                   one_hot=optim.uses_one_hot(config))
+    options = phases.input_options(config)
     train_ds = strategy.distribute_datasets_from_function(
         lambda context: sharded_split(
             builder, "train", data, context, training=True, augment=config.augment,
@@ -289,59 +289,53 @@ def fit_phases(config, workdir: str, own_dir: str, strategy, model: keras.Model,
         val_ds = pipeline.create_split(builder, "validation", data.single_view(),
                                        training=False, input_context=input_context(strategy),
                                        **options)
-    training, base = config.training, config.optimizer.learning_rate
-    phases = [(0, training.epochs, True, base)]
-    if training.freeze_epochs:
-        phases = [(0, training.freeze_epochs, False, base),
-                  (training.freeze_epochs, training.epochs, True,
-                   base * training.fine_tune_learning_rate_factor)]
     all_sum(strategy, 0.0)  # A barrier: the chief has claimed (or cleared) the work directory.
     iterator = iter(train_ds)
-    for phase, (start, end, backbone_trainable, lr) in enumerate(phases):
-        models.set_backbone_trainable(model, backbone_trainable)
-        fit_phase(config, workdir, own_dir, strategy, fit_model, iterator, val_ds,
-                  phase=phase, start=start, end=end, learning_rate=lr,
-                  steps_per_epoch=builder.info.splits["train"].num_examples // data.batch_size,
-                  num_classes=num_classes, class_weight=class_weight)
-        if fit_model.stop_training:  # Early stopping or budget: no later phase either.
-            break
+    phases.run(config, model, fit_model, lambda phase: fit_phase(
+        config, workdir, own_dir, strategy, fit_model, iterator, val_ds, phase,
+        steps_per_epoch=phases.steps_per_epoch(config, builder), num_classes=num_classes,
+        class_weight=class_weight))
 
 
-def fit_phase(config, workdir: str, own_dir: str, strategy, fit_model: keras.Model, iterator,
-              val_ds, *, phase: int, start: int, end: int, learning_rate: float,
-              steps_per_epoch: int, num_classes: int, class_weight) -> None:
-    """Epochs `start` to `end` with a fresh optimizer, resumed from this phase's checkpoint."""
-    loss, metrics = optim.create_loss_and_metrics(config, num_classes)
+def create_optimizer(config, strategy, fit_model: keras.Model, phase: phases.Phase, *,
+                     steps_per_epoch: int, loss: keras.losses.Loss, metrics: list):
+    """The phase's optimizer, built in the strategy's scope (loss-scaled under
+    mixed_float16, as `fit` scales it), and `fit_model` compiled with it."""
     with strategy.scope():
-        schedule = optim.create_learning_rate(
-            config.optimizer, learning_rate, steps_per_epoch=steps_per_epoch, epochs=end - start,
-            warmup_epochs=config.optimizer.warmup_epochs if phase == 0 else 0)
-        optimizer = optim.create_optimizer(config.optimizer, schedule,
-                                           steps_per_epoch=steps_per_epoch)
+        optimizer = phases.create_optimizer(config, phase, steps_per_epoch=steps_per_epoch)
         if keras.mixed_precision.global_policy().name == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(fit_model.trainable_variables)
         # The callbacks reach the optimizer (TensorBoard's learning rate) through the model.
         fit_model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+    return optimizer
+
+
+def fit_phase(config, workdir: str, own_dir: str, strategy, fit_model: keras.Model, iterator,
+              val_ds, phase: phases.Phase, *, steps_per_epoch: int, num_classes: int,
+              class_weight) -> None:
+    """The phase's epochs with a fresh optimizer, resumed from this phase's checkpoint."""
+    loss, metrics = optim.create_loss_and_metrics(config, num_classes)
+    optimizer = create_optimizer(config, strategy, fit_model, phase,
+                                 steps_per_epoch=steps_per_epoch, loss=loss, metrics=metrics)
     loop = Loop(strategy, fit_model, optimizer, loss, global_batch=config.data.batch_size,
                 num_classes=num_classes, class_weight=class_weight,
                 jit_compile=config.run.jit_compile)
     checkpoints = Checkpoints(
-        os.path.join(workdir, callbacks_lib.BACKUP, CHECKPOINTS.format(phase=phase)),
+        os.path.join(workdir, callbacks_lib.BACKUP, CHECKPOINTS.format(phase=phase.index)),
         chief=own_dir == workdir, model=fit_model, optimizer=optimizer)
-    first = max(start, checkpoints.restore())
+    first = max(phase.start, checkpoints.restore())
     if own_dir == workdir:
         keep_logged_epochs(os.path.join(workdir, callbacks_lib.METRICS_CSV), first)
     all_sum(strategy, 0.0)  # A barrier: metrics.csv now holds what the checkpoint holds.
     fit_model.stop_training = False
-    if first >= end:
+    if first >= phase.end:
         return
-    callbacks = keras.callbacks.CallbackList(loop_callbacks(
-        workdir, own_dir, phase=phase, select_by=config.training.select_by,
-        validation=val_ds is not None, cpu_budget_seconds=config.training.cpu_budget_seconds,
-        early_stopping_patience=config.training.early_stopping_patience), model=fit_model)
+    callbacks = keras.callbacks.CallbackList(
+        loop_callbacks(config, workdir, own_dir, phase, validation=val_ds is not None),
+        model=fit_model)
     callbacks.on_train_begin()
-    for epoch in range(first, end):
+    for epoch in range(first, phase.end):
         callbacks.on_epoch_begin(epoch)
         start_time, start_cpu = time.perf_counter(), time.process_time()
         logs = metrics_from(loop.train_epoch(iterator, steps_per_epoch), top_k=loop.top_k)
@@ -350,7 +344,7 @@ def fit_phase(config, workdir: str, own_dir: str, strategy, fit_model: keras.Mod
         cpu = all_sum(strategy, time.process_time() - start_cpu)  # The cluster's.
         logs |= {"epoch_seconds": time.perf_counter() - start_time,
                  "epoch_cpu_seconds": float(cpu)}
-        logging.info("Epoch %d/%d: %s", epoch + 1, end,
+        logging.info("Epoch %d/%d: %s", epoch + 1, phase.end,
                      json.dumps({k: round(v, 4) for k, v in logs.items()}))
         callbacks.on_epoch_end(epoch, logs)
         checkpoints.save(epoch + 1)

@@ -18,7 +18,7 @@ from serving import head as head_lib
 from serving import gallery as gallery_lib
 from trainer import callbacks as callbacks_lib
 from trainer import config as config_lib
-from trainer import evaluation, loop, models, optim, report
+from trainer import evaluation, loop, models, optim, phases, report
 
 TrainConfig = config_lib.TrainConfig
 CONFIG_FILE = "config.json"
@@ -158,11 +158,15 @@ def precision_policy(name: str):
 
 
 def create_inputs(config: TrainConfig, builder):
-    """Training and validation batches, and class weights for `fit`."""
-    options = dict(seed=config.run.seed, deterministic=config.run.deterministic,
-                   one_hot=optim.uses_one_hot(config))
+    """Training batches, endless, validation batches, and class weights for `fit`.
+
+    Endless, so that `fit` keeps one iterator a phase: given a finite split, it builds
+    the input anew every epoch (twice), and the first step waits for it (README:
+    Training speed).
+    """
+    options = phases.input_options(config)
     train_ds = pipeline.create_split(builder, "train", config.data, training=True,
-                                     augment=config.augment, **options)
+                                     augment=config.augment, **options).repeat()
     val_ds = None
     if "validation" in builder.info.splits:
         # `fit` validates whole paintings (one view each): multi-crop inference is for the
@@ -186,34 +190,22 @@ def evaluation_data(config: TrainConfig) -> pipeline.DataConfig:
 
 def fit_phases(config: TrainConfig, workdir: str, model: keras.Model, fit_model: keras.Model,
                train_ds, val_ds, *, steps_per_epoch: int, num_classes: int, class_weight):
-    """Head first (frozen backbone) when asked, then everything; resumable per phase."""
-    training = config.training
-    base = config.optimizer.learning_rate
-    phases = [(0, training.epochs, True, base)]
-    if training.freeze_epochs:
-        phases = [(0, training.freeze_epochs, False, base),
-                  (training.freeze_epochs, training.epochs, True,
-                   base * training.fine_tune_learning_rate_factor)]
+    """`phases.plan` with `fit`; each phase resumable from its backup."""
     loss, metrics = optim.create_loss_and_metrics(config, num_classes)
-    for phase, (start, end, backbone_trainable, lr) in enumerate(phases):
-        models.set_backbone_trainable(model, backbone_trainable)
-        schedule = optim.create_learning_rate(
-            config.optimizer, lr, steps_per_epoch=steps_per_epoch, epochs=end - start,
-            warmup_epochs=config.optimizer.warmup_epochs if phase == 0 else 0)
-        optimizer = optim.create_optimizer(config.optimizer, schedule,
-                                           steps_per_epoch=steps_per_epoch)
+
+    def fit_phase(phase: phases.Phase) -> None:
+        optimizer = phases.create_optimizer(config, phase, steps_per_epoch=steps_per_epoch)
         fit_model.compile(optimizer=optimizer,
                           loss=loss, metrics=metrics, jit_compile=config.run.jit_compile)
         fit_model.fit(
-            train_ds, validation_data=val_ds, initial_epoch=start, epochs=end,
-            callbacks=callbacks_lib.create_callbacks(
-                workdir, phase=phase, select_by=training.select_by,
-                validation=val_ds is not None, cpu_budget_seconds=training.cpu_budget_seconds,
-                early_stopping_patience=training.early_stopping_patience,
-                ema=optimizer.use_ema),
+            train_ds, steps_per_epoch=steps_per_epoch, validation_data=val_ds,
+            initial_epoch=phase.start, epochs=phase.end,
+            callbacks=phases.create_callbacks(config, workdir, phase,
+                                              validation=val_ds is not None,
+                                              ema=optimizer.use_ema),
             class_weight=class_weight, shuffle=False, verbose=2)  # tf.data shuffles.
-        if fit_model.stop_training:  # Early stopping or budget: no later phase either.
-            break
+
+    phases.run(config, model, fit_model, fit_phase)
 
 
 def train(config: TrainConfig, workdir: str, builder) -> keras.Model:
@@ -232,7 +224,7 @@ def train(config: TrainConfig, workdir: str, builder) -> keras.Model:
     logging.info("%s: %d artists, %s", builder.info.full_name, len(artists),
                  ", ".join(f"{s} {splits[s].num_examples}" for s in splits))
     best_weights = os.path.join(workdir, callbacks_lib.BEST_WEIGHTS)
-    steps_per_epoch = splits["train"].num_examples // config.data.batch_size
+    steps_per_epoch = phases.steps_per_epoch(config, builder)
     # A keras.applications backbone keeps the momentum it was built (and pretrained) with.
     momentum = (None if config.model.name == "backbone"
                 else models.batch_norm_momentum(config.model.bn_momentum, steps_per_epoch))

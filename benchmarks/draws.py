@@ -69,6 +69,14 @@ def load(workdir: str) -> Draw:
                 os.path.join(workdir, "source"), {k: sorted(v) for k, v in files.items()})
 
 
+def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
+    """P(a positive scores above a negative), ties counted half (Mann-Whitney U / n m)."""
+    negative = np.sort(negative)
+    below = np.searchsorted(negative, positive, "left")
+    not_above = np.searchsorted(negative, positive, "right")
+    return float((below + not_above).mean() / (2 * len(negative)))
+
+
 def read(paths: list[str]) -> list[bytes]:
     out = []
     for path in paths:

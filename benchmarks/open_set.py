@@ -197,14 +197,6 @@ def score_paintings(outputs: dict[str, np.ndarray], train: dict[str, np.ndarray]
             **({"familiarity": outputs["familiarity"]} if "familiarity" in outputs else {})}
 
 
-def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
-    """P(a positive scores above a negative), ties counted half (Mann-Whitney U / n m)."""
-    negative = np.sort(negative)
-    below = np.searchsorted(negative, positive, "left")
-    not_above = np.searchsorted(negative, positive, "right")
-    return float((below + not_above).mean() / (2 * len(negative)))
-
-
 def rejection(threshold: float, known: np.ndarray, unknown: np.ndarray) -> dict:
     """Shares of known and unknown paintings scoring below `threshold` (rejected)."""
     return {"threshold": round(threshold, 4) if np.isfinite(threshold) else None,
@@ -216,7 +208,7 @@ def measure_score(validation: np.ndarray, test: np.ndarray, held_out: np.ndarray
                   rule_rate: float, known_reject: float) -> dict:
     """AUROC, and the rejections at two thresholds set on the validation split: one that
     rejects `rule_rate` of it (as the stored rule does), one `known_reject`."""
-    return {"auroc": round(auroc(test, held_out), 4),
+    return {"auroc": round(draws.auroc(test, held_out), 4),
             "matched_rule": rejection(calibration.threshold_rejecting(validation, rule_rate),
                                       test, held_out),
             "at_known_reject": rejection(calibration.threshold_rejecting(validation,
@@ -283,7 +275,7 @@ def per_held_out_artist(held_out: dict[str, np.ndarray], scores_of: dict[str, di
                               minlength=len(artists))
         figures[folder] = {
             "paintings": int(mine.sum()),
-            "auroc": {name: round(auroc(scores_of["test"][name],
+            "auroc": {name: round(draws.auroc(scores_of["test"][name],
                                         scores_of["held_out"][name][mine]), 4)
                       for name in scores_of["test"]},
             "rule_rejected": round(float(held_out["unknown"][mine].mean()), 4),

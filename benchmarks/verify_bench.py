@@ -52,19 +52,11 @@ def embed(model, images: list[bytes]) -> np.ndarray:
         "embeddings"].numpy() for i in range(0, len(images), BATCH)])
 
 
-def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
-    """P(a positive scores above a negative), ties half (Mann-Whitney U / n m)."""
-    negative = np.sort(negative)
-    below = np.searchsorted(negative, positive, "left")
-    not_above = np.searchsorted(negative, positive, "right")
-    return float((below + not_above).mean() / (2 * len(negative)))
-
-
 def errors_at(threshold: float, true: np.ndarray, false: np.ndarray) -> dict:
     """AUROC and the errors at `threshold` (None where a side is empty: one held-out artist
     makes no pair of two hands)."""
     both = len(true) > 0 and len(false) > 0
-    return {"auroc": round(auroc(true, false), 4) if both else None,
+    return {"auroc": round(draws_lib.auroc(true, false), 4) if both else None,
             "threshold": round(threshold, 4),
             "false_accepted": round(float((false >= threshold).mean()), 4) if len(false) else None,
             "false_rejected": round(float((true < threshold).mean()), 4) if len(true) else None,

@@ -17,7 +17,7 @@ import os
 
 from starlette import requests, responses, routing
 
-from serving import enrolment, versions
+from serving import versions
 
 ROUTE = "/enroll"
 _LOCK = "enroll_lock"
@@ -58,6 +58,8 @@ def add_artist(model_dir: str, artist: str, images: list[bytes], names: list[str
                ) -> tuple[dict, str]:
     """In a worker thread: the enrolment, written as the next version; (what was done, its
     directory)."""
+    from serving import enrolment  # TensorFlow: loaded by the server already.
+
     target = versions.next_version(model_dir)
     if target is None:
         raise FileNotFoundError(f"the served model ({model_dir}) is not in a model base "
@@ -68,6 +70,8 @@ def add_artist(model_dir: str, artist: str, images: list[bytes], names: list[str
 
 
 async def enroll_endpoint(request: requests.Request) -> responses.Response:
+    from serving import enrolment
+
     state = request.app.state
     if not hasattr(state, _LOCK):
         setattr(state, _LOCK, asyncio.Lock())

@@ -108,8 +108,9 @@ def measure(builder, passes: list, names: list[str]) -> tuple[dict, float]:
             seconds += (time.process_time() - start) if split == "test" else 0.0
             rows.append(probabilities)
         splits[split] = labels, calibration.log_probabilities(np.mean(rows, axis=0))
-    # As `evaluation.fit_answer` fits it: on log p, which is logits plus a constant per row.
-    temperature = calibration.fit_temperature(splits["validation"][1], splits["validation"][0])
+    # As `evaluation.fit_answer` chooses it: on log p, which is logits plus a constant per row.
+    temperature = calibration.choose_temperature(splits["validation"][1],
+                                                 splits["validation"][0])["temperature"]
     labels, log_p = splits["test"]
     probabilities = calibration.softmax(log_p, temperature)
     metrics = report.compute_metrics(labels, probabilities, names)

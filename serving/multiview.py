@@ -74,8 +74,17 @@ def join(rows: list[tf.Tensor], views: int) -> tf.Tensor:
     views of the first pass, then of the next)."""
     if len(rows) == 1:
         return rows[0]
-    per_painting = [tf.reshape(r, [-1, views, *r.shape[1:]]) for r in rows]
-    return tf.reshape(tf.concat(per_painting, axis=1), [-1, *rows[0].shape[1:]])
+    tail = _trailing_shape(rows[0])
+    per_painting = [tf.reshape(r, [-1, views, *tail]) for r in rows]
+    return tf.reshape(tf.concat(per_painting, axis=1), [-1, *tail])
+
+
+def _trailing_shape(x: tf.Tensor) -> list:
+    """The shape after the batch: static where known, else a tensor (the artists of a
+    served head are a variable's length)."""
+    dynamic = tf.shape(x)
+    return [size if size is not None else dynamic[i + 1]
+            for i, size in enumerate(x.shape[1:])]
 
 
 def combine_logits(rows: list[tf.Tensor], views: int) -> tf.Tensor:
@@ -88,7 +97,7 @@ def combine_logits(rows: list[tf.Tensor], views: int) -> tf.Tensor:
     if count == 1:
         return logits
     logits = tf.cast(logits, tf.float32)
-    per_view = tf.reshape(logits, [-1, count, logits.shape[-1]])
+    per_view = tf.reshape(logits, [-1, count, *_trailing_shape(logits)])
     return tf.reduce_logsumexp(tf.nn.log_softmax(per_view, axis=-1), axis=1) - math.log(count)
 
 
@@ -103,7 +112,7 @@ def combine_embeddings(rows: list[tf.Tensor], views: int) -> tf.Tensor:
     embeddings, count = join(rows, views), views * len(rows)
     if count == 1:
         return embeddings
-    per_view = tf.reshape(embeddings, [-1, count, embeddings.shape[-1]])
+    per_view = tf.reshape(embeddings, [-1, count, *_trailing_shape(embeddings)])
     return tf.math.l2_normalize(tf.reduce_mean(per_view, axis=1), axis=-1)
 
 

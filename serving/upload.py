@@ -65,8 +65,8 @@ function base64(file) {
 function enrollForm(file) {
   const form = document.createElement('form');
   form.className = 'enroll';
-  form.innerHTML = '<p>Not one of the model\'s artists? Add the painter: ' +
-    '<input name="artist" placeholder="Artist\'s name" required> ' +
+  form.innerHTML = '<p>Not one of the model’s artists? Add the painter: ' +
+    '<input name="artist" placeholder="Artist’s name" required> ' +
     '<input name="more" type="file" accept="image/*" multiple> ' +
     '(this painting and at least two more) <button>Add as a new artist</button></p>' +
     '<p class="status"></p>';
